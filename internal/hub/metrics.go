@@ -1,0 +1,45 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+const namespace = "sse_gateway"
+
+// Reasons a message is not fanned out, used as the "reason" label of
+// sse_gateway_events_dropped_total.
+const (
+	// DropStale: older than the channel's newest message (a replay or a lost race).
+	DropStale = "stale"
+	// DropDuplicate: the same version as the channel's newest (a redelivery).
+	DropDuplicate = "duplicate"
+)
+
+type metrics struct {
+	fanout        prometheus.Histogram
+	dropped       *prometheus.CounterVec
+	subscriptions prometheus.Gauge
+	channels      prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "fanout_duration_seconds",
+			Help:    "Time from the broker handing the gateway an event to the last subscriber being offered it.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "events_dropped_total",
+			Help: "Events not fanned out because the channel already had that version or a newer one.",
+		}, []string{"reason"}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "subscriptions",
+			Help: "Subscriptions registered in the hub (one per open stream).",
+		}),
+	}
+	m.dropped.WithLabelValues(DropStale)
+	m.dropped.WithLabelValues(DropDuplicate)
+	if reg != nil {
+		reg.MustRegister(m.fanout, m.dropped, m.subscriptions)
+	}
+	return m
+}

@@ -1,0 +1,138 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+)
+
+// Heartbeat is the comment frame that keeps proxies from timing an idle stream out. SSE
+// parsers ignore lines starting with ':'.
+var Heartbeat = []byte(":\n\n")
+
+// envelope is the Ably-style message DevCycle SDKs parse: data is the publisher's JSON carried
+// as a string, which is what the SDKs JSON.parse a second time.
+type envelope struct {
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+	Channel   string `json:"channel"`
+	Data      string `json:"data"`
+	Name      string `json:"name"`
+}
+
+// EventID formats a version as an SSE id: "<lastModified>-<8 hex>". Only digits, '-' and hex,
+// so it can never break a frame.
+func EventID(v hub.Version) string {
+	var b [32]byte
+	out := strconv.AppendInt(b[:0], v.Time, 10)
+	out = append(out, '-')
+	const hex = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		out = append(out, hex[(v.Tie>>uint(shift))&0xf])
+	}
+	return string(out)
+}
+
+// ParseEventID reads a Last-Event-ID written by EventID. Anything else (an id from another
+// server, garbage, an overlong header) reports false, and the stream is treated as fresh.
+func ParseEventID(s string) (hub.Version, bool) {
+	if len(s) < 10 || len(s) > 29 {
+		return hub.Version{}, false
+	}
+	dash := strings.IndexByte(s, '-')
+	if dash < 1 || len(s)-dash-1 != 8 {
+		return hub.Version{}, false
+	}
+	for i := 0; i < dash; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return hub.Version{}, false
+		}
+	}
+	t, err := strconv.ParseInt(s[:dash], 10, 64)
+	if err != nil {
+		return hub.Version{}, false
+	}
+	var tie uint32
+	for i := dash + 1; i < len(s); i++ {
+		c := s[i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		default:
+			return hub.Version{}, false
+		}
+		tie = tie<<4 | uint32(d)
+	}
+	return hub.Version{Time: t, Tie: tie}, true
+}
+
+// Encode builds the SSE frame for one event on one channel:
+//
+//	id: <id>
+//	event: message
+//	data: {"id":"<id>","timestamp":<ms>,"channel":"<channel>","data":"<payload as a JSON string>","name":"change"}
+//
+// followed by a blank line. JSON encoding escapes every control character (and U+2028/9), so
+// no channel or payload can add a line or an event.
+func Encode(channel string, p Payload, received time.Time) []byte {
+	id := p.ID()
+	env := envelope{ID: id, Timestamp: received.UnixMilli(), Channel: channel, Data: string(p.Raw), Name: "change"}
+	var buf bytes.Buffer
+	buf.Grow(len(p.Raw)*2 + len(channel) + 128)
+	buf.WriteString("id: ")
+	buf.WriteString(id)
+	buf.WriteString("\nevent: message\ndata: ")
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	// Encoding a struct of strings and an int cannot fail.
+	_ = enc.Encode(env) // Encode appends the '\n' that ends the data line.
+	buf.WriteByte('\n')
+	return buf.Bytes()
+}
+
+// Chunk wraps a frame as one HTTP/1.1 chunk ("<hex len>\r\n<frame>\r\n"), so that a stream
+// that was taken over from net/http after its headers keeps valid chunked framing.
+func Chunk(frame []byte) []byte {
+	out := make([]byte, 0, len(frame)+16)
+	out = strconv.AppendInt(out, int64(len(frame)), 16)
+	out = append(out, '\r', '\n')
+	out = append(out, frame...)
+	return append(out, '\r', '\n')
+}
+
+// ChunkTerminator ends a chunked body: sent before closing a taken-over stream on purpose so
+// that the client sees a clean end of the response rather than a truncated one.
+var ChunkTerminator = []byte("0\r\n\r\n")
+
+// Retry is a frame that sets the client's reconnection delay, sent just before the gateway
+// closes a stream on purpose (drain, lifetime) so that clients spread their reconnects.
+func Retry(d time.Duration) []byte {
+	ms := d.Milliseconds()
+	if ms < 0 {
+		ms = 0
+	}
+	out := append([]byte("retry: "), strconv.AppendInt(nil, ms, 10)...)
+	return append(out, '\n', '\n')
+}
+
+// NewMessage encodes a validated payload once into the message every subscriber of the
+// channel shares.
+func NewMessage(channel string, p Payload, received time.Time) *hub.Message {
+	frame := Encode(channel, p, received)
+	return &hub.Message{
+		Channel:      channel,
+		Version:      p.Version(),
+		ID:           p.ID(),
+		Frame:        frame,
+		Chunk:        Chunk(frame),
+		Received:     received,
+		LastModified: time.UnixMilli(p.LastModified),
+	}
+}

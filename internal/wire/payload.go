@@ -1,0 +1,111 @@
+// Package wire is the DevCycle-compatible wire format: it validates the payload a config
+// service publishes, derives version-based event IDs, and encodes SSE frames that the real
+// SDKs parse. It knows nothing of HTTP, Redis or connections.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+)
+
+// DefaultMaxPayload is the publish payload size limit used when a caller passes 0.
+const DefaultMaxPayload = 64 << 10
+
+// Errors returned by ParsePayload. Each names one way a publisher got the payload wrong, so a
+// log line or an API answer can say which.
+var (
+	ErrTooLarge     = errors.New("payload too large")
+	ErrNotObject    = errors.New("payload is not a JSON object")
+	ErrETag         = errors.New(`payload "etag" must be a non-empty string`)
+	ErrLastModified = errors.New(`payload "lastModified" must be a non-negative integer (epoch ms)`)
+	ErrType         = errors.New(`payload "type" must be a string`)
+)
+
+// Payload is a validated config-change notification: the inner JSON SDKs read, plus the
+// fields the gateway orders and identifies events by.
+type Payload struct {
+	// ETag is the CDN ETag, verbatim (quotes included).
+	ETag string
+	// LastModified is the config's epoch milliseconds; it orders events per channel.
+	LastModified int64
+	// Raw is the compacted JSON object exactly as published (extra fields kept), which the
+	// frame carries as a JSON string.
+	Raw []byte
+}
+
+// Version orders events per channel: by LastModified, then by a hash of the ETag so that two
+// different configs stamped with the same millisecond still order the same way on every
+// instance.
+func (p Payload) Version() hub.Version {
+	return hub.Version{Time: p.LastModified, Tie: ETagHash(p.ETag)}
+}
+
+// ID is the SSE event id: derived from the version alone, so every instance, and the same
+// instance after a restart, names an event the same way.
+func (p Payload) ID() string { return EventID(p.Version()) }
+
+// ParsePayload validates a published payload: a JSON object of at most max bytes (0 means
+// DefaultMaxPayload) with a string "etag", an integer "lastModified" and an optional string
+// "type". It never panics on any input.
+func ParsePayload(raw []byte, max int) (Payload, error) {
+	if max <= 0 {
+		max = DefaultMaxPayload
+	}
+	if len(raw) > max {
+		return Payload{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), max)
+	}
+	if !utf8.Valid(raw) {
+		return Payload{}, ErrNotObject
+	}
+	var fields struct {
+		ETag         *json.RawMessage `json:"etag"`
+		LastModified *json.RawMessage `json:"lastModified"`
+		Type         *json.RawMessage `json:"type"`
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Payload{}, ErrNotObject
+	}
+	if err := json.Unmarshal(trimmed, &fields); err != nil {
+		return Payload{}, fmt.Errorf("%w: %v", ErrNotObject, err)
+	}
+	var p Payload
+	if fields.ETag == nil || json.Unmarshal(*fields.ETag, &p.ETag) != nil || p.ETag == "" {
+		return Payload{}, ErrETag
+	}
+	if fields.LastModified == nil {
+		return Payload{}, ErrLastModified
+	}
+	lm, err := strconv.ParseInt(string(*fields.LastModified), 10, 64)
+	if err != nil || lm < 0 {
+		return Payload{}, ErrLastModified
+	}
+	p.LastModified = lm
+	if fields.Type != nil && string(*fields.Type) != "null" {
+		var s string
+		if json.Unmarshal(*fields.Type, &s) != nil {
+			return Payload{}, ErrType
+		}
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(trimmed))
+	if err := json.Compact(&buf, trimmed); err != nil {
+		return Payload{}, fmt.Errorf("%w: %v", ErrNotObject, err)
+	}
+	p.Raw = buf.Bytes()
+	return p, nil
+}
+
+// ETagHash is the tie-breaker of a Version: FNV-1a 32 of the ETag.
+func ETagHash(etag string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(etag))
+	return h.Sum32()
+}
