@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/internal/stream"
+	"github.com/sse-gateway/sse-gateway/internal/subscribe"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// runPublish publishes one config change: straight into Redis with --redis-url (stored as
+// the channel's newest event, then published, in one atomic step), or through a running
+// gateway's POST /v1/publish with --gateway (which is how the embedded broker is reached).
+func runPublish(args []string) int {
+	fs := flag.NewFlagSet("sse-gateway publish", flag.ContinueOnError)
+	channel := fs.String("channel", "", "channel to publish on (required)")
+	etag := fs.String("etag", "", `the new config's CDN ETag, verbatim with its quotes, e.g. '"abc123"' (required)`)
+	lastModified := fs.Int64("last-modified", 0, "the new config's Last-Modified in epoch ms (default: now)")
+	typ := fs.String("type", "refetchConfig", `event type SDKs read ("refetchConfig"); empty omits it`)
+	gateway := fs.String("gateway", "http://127.0.0.1:8080", "gateway base URL, used without --redis-url")
+	token := fs.String("admin-token", "", "the gateway's admin token, used with --gateway")
+	redisURL := fs.String("redis-url", "", "publish directly to this Redis instead of through a gateway")
+	prefix := fs.String("redis-channel-prefix", "sse:", "pub/sub prefix the gateways subscribe to")
+	keyPrefix := fs.String("redis-key-prefix", "sse-gateway:", "prefix of the gateways' Redis keys")
+	ttl := fs.Duration("latest-ttl", 168*time.Hour, "how long Redis keeps the channel's newest event")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if !stream.ValidChannel(*channel) || *etag == "" {
+		fmt.Fprintln(os.Stderr, "sse-gateway publish: --channel (a valid channel name) and --etag are required")
+		return 2
+	}
+	if *lastModified == 0 {
+		*lastModified = time.Now().UnixMilli()
+	}
+	inner := map[string]any{"etag": *etag, "lastModified": *lastModified}
+	if *typ != "" {
+		inner["type"] = *typ
+	}
+	raw, _ := json.Marshal(inner)
+	payload, err := wire.ParsePayload(raw, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if *redisURL != "" {
+		opts, err := redis.ParseURL(*redisURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sse-gateway publish: --redis-url:", err)
+			return 2
+		}
+		rdb := redis.NewClient(opts)
+		defer rdb.Close()
+		r := subscribe.NewRedis(rdb, nil, subscribe.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl}, nil, nil)
+		published, err := r.Publish(ctx, *channel, payload)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
+			return 1
+		}
+		report(payload.ID(), published)
+		return 0
+	}
+	body, _ := json.Marshal(map[string]any{"channel": *channel, "data": json.RawMessage(payload.Raw)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*gateway, "/")+"/v1/publish", bytes.NewReader(body))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sse-gateway publish: --gateway:", err)
+		return 2
+	}
+	req.Header.Set("Authorization", "Bearer "+*token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		fmt.Fprintf(os.Stderr, "sse-gateway publish: %s: %s\n", resp.Status, bytes.TrimSpace(out))
+		return 1
+	}
+	var res struct {
+		ID        string `json:"id"`
+		Published bool   `json:"published"`
+	}
+	_ = json.Unmarshal(out, &res)
+	report(res.ID, res.Published)
+	return 0
+}
+
+func report(id string, published bool) {
+	if published {
+		fmt.Printf("published %s\n", id)
+	} else {
+		fmt.Printf("not published: %s is not newer than the channel's newest event\n", id)
+	}
+}
+
+// runHealthcheck is the container HEALTHCHECK: the image has no curl, so the binary checks
+// itself.
+func runHealthcheck(args []string) int {
+	fs := flag.NewFlagSet("sse-gateway healthcheck", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "host:port of the gateway")
+	path := fs.String("path", "/healthz", "path to check (/healthz or /readyz)")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	tls := fs.Bool("tls", false, "use https (certificate not verified: this checks liveness, not identity)")
+	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	scheme := "http"
+	if *tls {
+		scheme = "https"
+	}
+	client := &http.Client{Timeout: *timeout, Transport: healthTransport(*tls)}
+	resp, err := client.Get(scheme + "://" + *addr + *path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "unhealthy:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "unhealthy:", resp.Status)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,127 @@
+// Package api serves the gateway's non-stream HTTP endpoints: the admin publish API and the
+// health and readiness probes.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/sse-gateway/sse-gateway/internal/stream"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// Publisher publishes a validated payload on a channel through the broker, so that with
+// Redis it reaches every instance. It reports false when the payload was not newer than the
+// channel's stored newest event (and so was not published).
+type Publisher interface {
+	Publish(ctx context.Context, channel string, p wire.Payload) (bool, error)
+}
+
+// Publish serves POST /v1/publish: {"channel":"...","data":{...inner payload...}} with
+// "Authorization: Bearer <admin token>".
+type Publish struct {
+	// Broker publishes the event.
+	Broker Publisher
+	// Token is the admin bearer token; requests without it get 401.
+	Token string
+	// MaxPayload bounds the inner payload (0: wire.DefaultMaxPayload).
+	MaxPayload int
+}
+
+// Authorized reports whether r carries the admin token. The comparison is on fixed-length
+// hashes in constant time, so neither the token nor its length leaks through timing.
+func Authorized(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return false
+	}
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !Authorized(r, p.Token) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sse-gateway"`)
+		stream.WriteError(w, http.StatusUnauthorized, "missing or wrong admin token")
+		return
+	}
+	max := p.MaxPayload
+	if max <= 0 {
+		max = wire.DefaultMaxPayload
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)+4096))
+	if err != nil {
+		stream.WriteError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
+	var req struct {
+		Channel string          `json:"channel"`
+		Data    json.RawMessage `json:"data"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		stream.WriteError(w, http.StatusBadRequest, "body must be {\"channel\":\"...\",\"data\":{...}}: "+err.Error())
+		return
+	}
+	if !stream.ValidChannel(req.Channel) {
+		stream.WriteError(w, http.StatusBadRequest, "invalid channel name")
+		return
+	}
+	payload, err := wire.ParsePayload(req.Data, max)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, wire.ErrTooLarge) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		stream.WriteError(w, status, err.Error())
+		return
+	}
+	published, err := p.Broker.Publish(r.Context(), req.Channel, payload)
+	if err != nil {
+		stream.WriteError(w, http.StatusServiceUnavailable, "broker unavailable: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	status := http.StatusAccepted
+	if !published {
+		// Not newer than what the channel already has: accepted, nothing to send.
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		ID        string `json:"id"`
+		Published bool   `json:"published"`
+	}{payload.ID(), published})
+}
+
+// Health serves /healthz (the process is alive) and /readyz (it should get traffic).
+type Health struct {
+	// Ready reports readiness; nil means always ready.
+	Ready func() bool
+}
+
+// Live answers 200 while the process can serve HTTP at all.
+func (h *Health) Live(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+}
+
+// Readiness answers 200 while ready and 503 otherwise (broker subscription down, draining).
+func (h *Health) Readiness(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if h.Ready != nil && !h.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"status":"not ready"}`+"\n")
+		return
+	}
+	_, _ = io.WriteString(w, `{"status":"ready"}`+"\n")
+}

@@ -1,0 +1,179 @@
+package stream
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// loopStream is a stream served on the ordinary net/http path (HTTP/2, TLS, HTTP/1.0): the
+// handler's goroutine owns the ResponseWriter and does every write, under a deadline.
+type loopStream struct {
+	streamBase
+	srv *Server
+
+	mu      sync.Mutex
+	pending []*hub.Message // newest unwritten message per channel; guarded by mu
+	reason  string         // set once by close; guarded by mu
+	retry   time.Duration  // guarded by mu
+
+	wake chan struct{} // capacity 1: "pending changed"
+	done chan struct{} // closed by close
+}
+
+// Offer implements hub.Sink: keep the newest message per channel and wake the writer.
+func (l *loopStream) Offer(idx int, m *hub.Message) {
+	l.mu.Lock()
+	if l.pending[idx] != nil {
+		l.srv.metrics.coalesced.Inc()
+	}
+	l.pending[idx] = m
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *loopStream) close(reason string, retry time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reason != "" {
+		return
+	}
+	l.reason, l.retry = reason, retry
+	close(l.done)
+}
+
+func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, floor hub.Version) {
+	b.protocol = protoHTTP1
+	if r.ProtoMajor >= 2 {
+		b.protocol = protoH2
+	}
+	l := &loopStream{
+		streamBase: *b,
+		srv:        s,
+		pending:    make([]*hub.Message, len(channels)),
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	rc := http.NewResponseController(w)
+	s.writeHeaders(w, r)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	if _, err := w.Write(wire.Heartbeat); err != nil || rc.Flush() != nil {
+		s.unadmit(b)
+		s.metrics.closes.WithLabelValues(CloseClient).Inc()
+		return
+	}
+	s.register(l)
+	sub, seed := s.subscribe(r.Context(), l, channels, floor)
+	l.sub = sub
+	seed()
+	if s.draining.Load() {
+		l.close(CloseDrain, s.retryJitter())
+	}
+	reason := l.run(w, rc, r)
+	s.forget(&l.streamBase, l.sub, reason)
+}
+
+// run is the stream's writer loop; it returns the close reason.
+func (l *loopStream) run(w http.ResponseWriter, rc *http.ResponseController, r *http.Request) string {
+	cfg := &l.srv.cfg
+	beat := time.NewTicker(cfg.Heartbeat)
+	defer beat.Stop()
+	var lifetime <-chan time.Time
+	if !l.expires.IsZero() {
+		t := time.NewTimer(time.Until(l.expires))
+		defer t.Stop()
+		lifetime = t.C
+	}
+	batch := make([]*hub.Message, len(l.pending))
+	for {
+		select {
+		case <-r.Context().Done():
+			l.close(CloseClient, 0)
+			return CloseClient
+		case <-l.done:
+			l.mu.Lock()
+			reason, retry := l.reason, l.retry
+			l.mu.Unlock()
+			if retry > 0 {
+				_ = rc.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+				if _, err := w.Write(wire.Retry(retry)); err == nil && rc.Flush() == nil {
+					l.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+				}
+			}
+			return reason
+		case <-lifetime:
+			l.close(CloseLifetime, l.srv.retryJitter())
+		case <-l.wake:
+			l.mu.Lock()
+			n := 0
+			for i, m := range l.pending {
+				if m != nil {
+					batch[n] = m
+					n++
+					l.pending[i] = nil
+				}
+			}
+			l.mu.Unlock()
+			if err := l.write(w, rc, batch[:n]); err != nil {
+				return l.fail(err)
+			}
+			clear(batch)
+			beat.Reset(cfg.Heartbeat)
+		case <-beat.C:
+			if err := l.writeRaw(w, rc, wire.Heartbeat); err != nil {
+				return l.fail(err)
+			}
+			l.srv.metrics.beats.Inc()
+		}
+	}
+}
+
+// write writes a batch of messages and flushes once.
+func (l *loopStream) write(w http.ResponseWriter, rc *http.ResponseController, msgs []*hub.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(l.srv.cfg.WriteTimeout))
+	for _, m := range msgs {
+		if _, err := w.Write(m.Frame); err != nil {
+			return err
+		}
+		l.srv.wrote(m, len(m.Frame))
+	}
+	return rc.Flush()
+}
+
+func (l *loopStream) writeRaw(w http.ResponseWriter, rc *http.ResponseController, b []byte) error {
+	_ = rc.SetWriteDeadline(time.Now().Add(l.srv.cfg.WriteTimeout))
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	l.srv.metrics.bytes.Add(float64(len(b)))
+	return rc.Flush()
+}
+
+func (l *loopStream) fail(err error) string {
+	reason := CloseClient
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		reason = CloseSlow
+	}
+	l.close(reason, 0)
+	return reason
+}
+
+// wrote accounts one delivered event.
+func (s *Server) wrote(m *hub.Message, n int) {
+	s.metrics.events.Inc()
+	s.metrics.bytes.Add(float64(n))
+	if !m.LastModified.IsZero() {
+		s.metrics.age.Observe(time.Since(m.LastModified).Seconds())
+	}
+}

@@ -1,0 +1,91 @@
+package stream
+
+import "github.com/prometheus/client_golang/prometheus"
+
+const namespace = "sse_gateway"
+
+// Close reasons: the "reason" label of sse_gateway_stream_closes_total.
+const (
+	// CloseClient: the client went away (EOF, reset, or a write error).
+	CloseClient = "client"
+	// CloseSlow: a write did not complete within the write timeout.
+	CloseSlow = "slow"
+	// CloseDrain: the instance is shutting down.
+	CloseDrain = "drain"
+	// CloseRevoked: the stream's key was removed or rotated.
+	CloseRevoked = "revoked"
+	// CloseLifetime: the stream reached its maximum lifetime.
+	CloseLifetime = "lifetime"
+)
+
+// Frame kinds: the "kind" label of sse_gateway_frames_written_total.
+const (
+	frameEvent     = "event"
+	frameHeartbeat = "heartbeat"
+	frameRetry     = "retry"
+)
+
+// Protocols: the "protocol" label of sse_gateway_streams_open.
+const (
+	protoHTTP1 = "http1"
+	protoH2    = "h2"
+)
+
+type metrics struct {
+	open      *prometheus.GaugeVec
+	opens     *prometheus.CounterVec
+	closes    *prometheus.CounterVec
+	frames    *prometheus.CounterVec
+	events    prometheus.Counter
+	beats     prometheus.Counter
+	bytes     prometheus.Counter
+	coalesced prometheus.Counter
+	age       prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "streams_open",
+			Help: "Open SSE streams by key name and protocol.",
+		}, []string{"key", "protocol"}),
+		opens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "stream_opens_total",
+			Help: "Stream requests by result: ok, or the HTTP status they were refused with.",
+		}, []string{"result"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "stream_closes_total",
+			Help: "Closed streams by reason: client, slow, drain, revoked, lifetime.",
+		}, []string{"reason"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "frames_written_total",
+			Help: "SSE frames written to streams by kind: event, heartbeat, retry.",
+		}, []string{"kind"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "written_bytes_total",
+			Help: "Bytes written to streams, headers excluded.",
+		}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "events_coalesced_total",
+			Help: "Pending events replaced by a newer one on a stream that could not take writes (invalidations are idempotent, so only the newest is kept).",
+		}),
+		age: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "event_age_seconds",
+			Help:    "Age of an event (its lastModified) when it is written to a stream.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	for _, r := range []string{"ok", "400", "401", "403", "404", "414", "429", "503"} {
+		m.opens.WithLabelValues(r)
+	}
+	for _, r := range []string{CloseClient, CloseSlow, CloseDrain, CloseRevoked, CloseLifetime} {
+		m.closes.WithLabelValues(r)
+	}
+	m.events = m.frames.WithLabelValues(frameEvent)
+	m.beats = m.frames.WithLabelValues(frameHeartbeat)
+	m.frames.WithLabelValues(frameRetry)
+	if reg != nil {
+		reg.MustRegister(m.open, m.opens, m.closes, m.frames, m.bytes, m.coalesced, m.age)
+	}
+	return m
+}

@@ -1,0 +1,503 @@
+//go:build linux
+
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// buckets spreads heartbeat work: every tick the sweeper visits one bucket, so each stream is
+// looked at once per heartbeat interval and the writes are spread across it.
+const buckets = 16
+
+// maxInput is how much a client may send on a stream after its request before it is cut off:
+// an SSE client sends nothing, so anything more is misuse.
+const maxInput = 16 << 10
+
+var (
+	chunkedHeartbeat = wire.Chunk(wire.Heartbeat)
+	idleEvents       = uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
+	stalledEvents    = idleEvents | unix.EPOLLOUT
+)
+
+// poller owns the taken-over streams: an epoll set that reports hang-ups and writability,
+// a sweeper for heartbeats, write deadlines and lifetimes, and a closer.
+type poller struct {
+	srv  *Server
+	epfd int
+
+	mu      sync.RWMutex
+	conns   [buckets]map[uint64]*pollStream // guarded by mu
+	stalled map[*pollStream]struct{}        // guarded by mu
+
+	closeMu sync.Mutex
+	closeQ  []*pollStream // guarded by closeMu
+	closeWake chan struct{}
+}
+
+// pollStream is a taken-over HTTP/1.1 stream. It has no goroutine: publishers write to it
+// directly with non-blocking writes; what the socket cannot take now stays referenced (never
+// copied) in out, and pending holds only the newest message per channel behind it.
+type pollStream struct {
+	streamBase
+	p  *poller
+	nc net.Conn
+	fd int
+
+	mu        sync.Mutex
+	out       []byte         // unwritten rest of the frame being written; nil when idle
+	pending   []*hub.Message // newest message per channel waiting behind out
+	stalledAt int64          // unix nanos when out became non-nil
+	lastWrite int64          // unix nanos of the last completed write
+	input     int            // bytes the client has sent after its request
+	closing   bool
+	reason    string
+	retry     time.Duration
+}
+
+func newPoller(s *Server) (*poller, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	p := &poller{srv: s, epfd: fd, stalled: make(map[*pollStream]struct{}), closeWake: make(chan struct{}, 1)}
+	for i := range p.conns {
+		p.conns[i] = make(map[uint64]*pollStream)
+	}
+	return p, nil
+}
+
+func epollEvent(id uint64, events uint32) *unix.EpollEvent {
+	// The event carries the stream id, not the fd: an fd number is reused as soon as it is
+	// closed, an id never is, so a late event can never reach the wrong stream.
+	return &unix.EpollEvent{Events: events, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+}
+
+func (p *poller) lookup(id uint64) *pollStream {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.conns[id%buckets][id]
+}
+
+// serveTakeover writes the response headers itself and hands the connection to the poller;
+// the handler goroutine (and net/http's buffers) are gone once it returns.
+func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, floor hub.Version) {
+	cors := corsHeaderLines(w.Header())
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// Not hijackable after all (a wrapped writer): serve it the ordinary way.
+		s.serveLoop(w, r, b, channels, floor)
+		return
+	}
+	b.protocol = protoHTTP1
+	fd, ok := socketFD(nc)
+	if !ok || brw.Reader.Buffered() > 0 {
+		// Not a plain socket, or the client pipelined bytes after its request: not a
+		// well-behaved SSE client; refuse rather than guess.
+		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, _ = nc.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 41\r\n\r\n{\"error\":\"unexpected data after request\"}"))
+		_ = nc.Close()
+		s.unadmit(b)
+		return
+	}
+	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
+		"Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n" + cors + "\r\n"
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	if _, err := nc.Write(append([]byte(head), chunkedHeartbeat...)); err != nil {
+		_ = nc.Close()
+		s.unadmit(b)
+		s.metrics.closes.WithLabelValues(CloseClient).Inc()
+		return
+	}
+	_ = nc.SetWriteDeadline(time.Time{})
+	// Half-open peers (a phone that left coverage) never answer: with this, the kernel fails
+	// the socket once a heartbeat stays unacknowledged for the write timeout.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.WriteTimeout.Milliseconds()))
+	ps := &pollStream{
+		streamBase: *b,
+		p:          s.poller,
+		nc:         nc,
+		fd:         fd,
+		pending:    make([]*hub.Message, len(channels)),
+		lastWrite:  time.Now().UnixNano(),
+	}
+	if err := s.poller.add(ps); err != nil {
+		s.log.Error("epoll add failed", "err", err)
+		_ = nc.Close()
+		s.unadmit(b)
+		s.metrics.closes.WithLabelValues(CloseClient).Inc()
+		return
+	}
+	s.register(ps)
+	sub, seed := s.subscribe(context.WithoutCancel(r.Context()), ps, channels, floor)
+	ps.mu.Lock()
+	closed := ps.closing
+	if !closed {
+		ps.sub = sub
+	}
+	ps.mu.Unlock()
+	if closed {
+		// Closed while subscribing (the client left at once): the closer found no
+		// subscription to remove, so this goroutine removes it.
+		s.hub.Unsubscribe(sub)
+		return
+	}
+	seed()
+	if s.draining.Load() {
+		ps.close(CloseDrain, s.retryJitter())
+	}
+}
+
+func socketFD(nc net.Conn) (int, bool) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	fd := -1
+	if raw.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+		return 0, false
+	}
+	return fd, true
+}
+
+func (p *poller) add(ps *pollStream) error {
+	p.mu.Lock()
+	p.conns[ps.id%buckets][ps.id] = ps
+	p.mu.Unlock()
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ps.fd, epollEvent(ps.id, idleEvents)); err != nil {
+		p.mu.Lock()
+		delete(p.conns[ps.id%buckets], ps.id)
+		p.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Offer implements hub.Sink. It writes at once when the socket is idle; otherwise the message
+// replaces any older pending one of its channel.
+func (c *pollStream) Offer(idx int, m *hub.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.out != nil {
+		if c.pending[idx] != nil {
+			c.p.srv.metrics.coalesced.Inc()
+		}
+		c.pending[idx] = m
+		return
+	}
+	if c.writeLocked(m.Chunk, time.Now().UnixNano()) {
+		c.p.srv.wrote(m, len(m.Chunk))
+	}
+}
+
+// writeLocked writes b without blocking. What the socket does not take is kept in out and
+// the stream is watched for writability; a write error closes the stream. It reports whether
+// b was handed to the socket (fully or in part).
+func (c *pollStream) writeLocked(b []byte, now int64) bool {
+	for len(b) > 0 {
+		n, err := unix.Write(c.fd, b)
+		if n > 0 {
+			b = b[n:]
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			c.out = b
+			c.stalledAt = now
+			c.p.watch(c, true)
+			return true
+		default:
+			c.closeLocked(CloseClient, 0)
+			return false
+		}
+	}
+	c.lastWrite = now
+	return true
+}
+
+// flush continues a stalled stream once epoll says it is writable: the rest of the current
+// frame, then the pending messages in channel order.
+func (c *pollStream) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.out == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	out := c.out
+	c.out = nil
+	if !c.writeLocked(out, now) || c.out != nil {
+		return
+	}
+	for i, m := range c.pending {
+		if m == nil {
+			continue
+		}
+		c.pending[i] = nil
+		if !c.writeLocked(m.Chunk, now) {
+			return
+		}
+		c.p.srv.wrote(m, len(m.Chunk))
+		if c.out != nil {
+			return
+		}
+	}
+	c.p.watch(c, false)
+}
+
+// watch arms or disarms writability events for a stream and tracks it in the stalled set
+// the sweeper checks write deadlines on.
+func (p *poller) watch(c *pollStream, stalled bool) {
+	ev := idleEvents
+	if stalled {
+		ev = stalledEvents
+	}
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, epollEvent(c.id, ev))
+	p.mu.Lock()
+	if stalled {
+		p.stalled[c] = struct{}{}
+	} else {
+		delete(p.stalled, c)
+	}
+	p.mu.Unlock()
+}
+
+// readable consumes what a client sent. An SSE client sends nothing after its request, so
+// EOF means it left, and data is discarded up to a small limit.
+func (c *pollStream) readable() {
+	var buf [512]byte
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.closing {
+		n, err := unix.Read(c.fd, buf[:])
+		switch {
+		case n > 0:
+			c.input += n
+			if c.input > maxInput {
+				c.closeLocked(CloseClient, 0)
+			}
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR):
+		default: // EOF or an error
+			c.closeLocked(CloseClient, 0)
+		}
+	}
+}
+
+// beat writes a heartbeat if the stream has been quiet for the interval, and closes streams
+// past their lifetime.
+func (c *pollStream) beat(now int64, quiet int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if !c.expires.IsZero() && now >= c.expires.UnixNano() {
+		c.closeLocked(CloseLifetime, c.p.srv.retryJitter())
+		return
+	}
+	if c.out != nil || now-c.lastWrite < quiet {
+		return
+	}
+	if c.writeLocked(chunkedHeartbeat, now) {
+		c.p.srv.metrics.beats.Inc()
+		c.p.srv.metrics.bytes.Add(float64(len(chunkedHeartbeat)))
+	}
+}
+
+func (c *pollStream) close(reason string, retry time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(reason, retry)
+}
+
+// closeLocked marks the stream closing and queues it for the closer: the caller may hold a
+// hub channel lock, and unsubscribing needs that lock, so the close itself happens elsewhere.
+func (c *pollStream) closeLocked(reason string, retry time.Duration) {
+	if c.closing {
+		return
+	}
+	c.closing, c.reason, c.retry = true, reason, retry
+	p := c.p
+	p.closeMu.Lock()
+	p.closeQ = append(p.closeQ, c)
+	p.closeMu.Unlock()
+	select {
+	case p.closeWake <- struct{}{}:
+	default:
+	}
+}
+
+// finish is the closer's half of a close: a polite goodbye if the socket can take it, then
+// the close, and the bookkeeping.
+func (p *poller) finish(c *pollStream) {
+	c.mu.Lock()
+	if c.out == nil && c.reason != CloseClient {
+		var bye []byte
+		if c.retry > 0 {
+			bye = wire.Chunk(wire.Retry(c.retry))
+			p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+		}
+		bye = append(bye, wire.ChunkTerminator...)
+		_, _ = unix.Write(c.fd, bye)
+	}
+	sub := c.sub
+	c.sub = nil
+	reason := c.reason
+	c.mu.Unlock()
+	// Deregister before closing: once closed, the fd number can be reused by a new stream.
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.mu.Lock()
+	delete(p.conns[c.id%buckets], c.id)
+	delete(p.stalled, c)
+	p.mu.Unlock()
+	_ = c.nc.Close()
+	p.srv.forget(&c.streamBase, sub, reason)
+}
+
+// run is the poller's event loop; it owns the sweeper and closer goroutines and waits for
+// them. When ctx ends, streams still open are closed.
+func (p *poller) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(2)
+	go func() { defer wg.Done(); p.closer(stop) }()
+	go func() { defer wg.Done(); p.sweeper(stop) }()
+	defer func() {
+		p.closeAll()
+		close(stop)
+		wg.Wait()
+		p.drainCloseQ()
+		_ = unix.Close(p.epfd)
+	}()
+	events := make([]unix.EpollEvent, 512)
+	for ctx.Err() == nil {
+		n, err := unix.EpollWait(p.epfd, events, 250)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("epoll wait: %w", err)
+		}
+		for _, ev := range events[:n] {
+			c := p.lookup(uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32)
+			if c == nil {
+				continue
+			}
+			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
+				c.close(CloseClient, 0)
+				continue
+			}
+			if ev.Events&unix.EPOLLIN != 0 {
+				c.readable()
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.flush()
+			}
+		}
+	}
+	return nil
+}
+
+func (p *poller) closeAll() {
+	p.mu.RLock()
+	var all []*pollStream
+	for i := range p.conns {
+		for _, c := range p.conns[i] {
+			all = append(all, c)
+		}
+	}
+	p.mu.RUnlock()
+	for _, c := range all {
+		c.close(CloseDrain, p.srv.retryJitter())
+	}
+}
+
+func (p *poller) closer(stop <-chan struct{}) {
+	for {
+		select {
+		case <-p.closeWake:
+			p.drainCloseQ()
+		case <-stop:
+			return
+		}
+	}
+}
+
+func (p *poller) drainCloseQ() {
+	for {
+		p.closeMu.Lock()
+		q := p.closeQ
+		p.closeQ = nil
+		p.closeMu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, c := range q {
+			p.finish(c)
+		}
+	}
+}
+
+// sweeper visits one bucket per tick for heartbeats and lifetimes, and every tick checks the
+// (normally tiny) stalled set for write deadlines.
+func (p *poller) sweeper(stop <-chan struct{}) {
+	hb := p.srv.cfg.Heartbeat
+	tick := min(hb/buckets, time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var batch []*pollStream
+	for b := 0; ; b = (b + 1) % buckets {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		deadline := now - int64(p.srv.cfg.WriteTimeout)
+		batch = batch[:0]
+		p.mu.RLock()
+		for c := range p.stalled {
+			batch = append(batch, c)
+		}
+		p.mu.RUnlock()
+		for _, c := range batch {
+			c.mu.Lock()
+			if c.out != nil && c.stalledAt < deadline {
+				c.closeLocked(CloseSlow, 0)
+			}
+			c.mu.Unlock()
+		}
+		batch = batch[:0]
+		p.mu.RLock()
+		for _, c := range p.conns[b] {
+			batch = append(batch, c)
+		}
+		p.mu.RUnlock()
+		quiet := int64(hb - tick)
+		for _, c := range batch {
+			c.beat(now, quiet)
+		}
+		clear(batch)
+	}
+}

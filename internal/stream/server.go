@@ -1,0 +1,462 @@
+// Package stream is the SSE endpoint: it validates and authorises a stream request, writes
+// the response headers, subscribes the stream to the hub and keeps it alive with heartbeats
+// until the client leaves, the stream is too slow, its key is revoked or the instance drains.
+//
+// Plain HTTP/1.1 streams are taken over from net/http after their headers (on Linux): they
+// then have no goroutine and no buffer of their own while idle, and are written by
+// non-blocking writes from the publisher's goroutine, with an epoll loop to notice hang-ups
+// and to finish writes a slow client could not take at once. HTTP/2, TLS and HTTP/1.0 streams
+// keep one goroutine each on the ordinary net/http path.
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/sse-gateway/sse-gateway/internal/auth"
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// Authorizer resolves a stream's key; *auth.Store satisfies it.
+type Authorizer interface {
+	Authorize(secret string, channels []string) (auth.Grant, error)
+}
+
+// Store answers a channel's newest event when the hub has not seen the channel yet (after a
+// restart, or on another instance); the brokers in package subscribe satisfy it.
+type Store interface {
+	Latest(ctx context.Context, channel string) (*hub.Message, error)
+}
+
+// KeyQuota limits streams per key across instances. Acquire reports whether one more
+// stream of the key may open; the returned release must be called when it closes.
+type KeyQuota interface {
+	Acquire(ctx context.Context, keyName string) (release func(), ok bool, err error)
+}
+
+// Config tunes a Server. Zero values are the documented defaults.
+type Config struct {
+	// Heartbeat is the interval of ":" comment frames on an idle stream (default 15s).
+	Heartbeat time.Duration
+	// WriteTimeout closes a stream whose pending write has not completed in this time
+	// (default 10s).
+	WriteTimeout time.Duration
+	// MaxChannels is the most channels one stream may ask for (default 10, at most 256).
+	MaxChannels int
+	// AllowedOrigins lists the CORS origins whose requests get credentials-enabled CORS
+	// headers; empty or containing "*" allows any origin (echoed, never a wildcard).
+	AllowedOrigins []string
+	// MaxStreams caps this instance's open streams; over it requests get 503 (0: no cap).
+	MaxStreams int
+	// MaxStreamsPerIP caps streams per client address on this instance; 429 (0: no cap).
+	MaxStreamsPerIP int
+	// AcceptRate limits new streams per second on this instance; 429 (0: no limit).
+	AcceptRate float64
+	// MaxLifetime closes streams after 80-100% of this duration, so that long-lived
+	// connections rebalance across instances (0: no limit).
+	MaxLifetime time.Duration
+	// SeedTimeout bounds the store lookup of a channel's newest event at connect (default 2s).
+	SeedTimeout time.Duration
+	// RetryMin and RetryMax bound the jittered reconnection delay ("retry:") sent before the
+	// gateway closes a stream on purpose (defaults 1s and 5s).
+	RetryMin, RetryMax time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for the client address.
+	TrustedProxies []netip.Prefix
+	// NoTakeover keeps every stream on the net/http path (one goroutine per stream).
+	NoTakeover bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = 10
+	}
+	c.MaxChannels = min(c.MaxChannels, maxChannelsLimit)
+	if c.SeedTimeout <= 0 {
+		c.SeedTimeout = 2 * time.Second
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = time.Second
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(c.RetryMin, 5*time.Second)
+	}
+}
+
+// Server serves GET /event-stream. Create it with New, run its background work with Run,
+// and close every stream with Drain.
+type Server struct {
+	cfg     Config
+	hub     *hub.Hub
+	auth    Authorizer
+	store   Store
+	quota   KeyQuota
+	log     *slog.Logger
+	metrics *metrics
+	poller  *poller // nil when streams cannot be taken over
+	anyOrigin bool
+	origins   map[string]bool
+	limiter   *rate.Limiter
+
+	nextID   atomic.Uint64
+	draining atomic.Bool
+
+	mu      sync.Mutex
+	streams map[uint64]stream
+	perIP   map[netip.Addr]int
+}
+
+// stream is what the registry needs of an open stream, whichever path serves it.
+type stream interface {
+	base() *streamBase
+	// close ends the stream; if retry > 0 it first asks the client to reconnect after retry.
+	close(reason string, retry time.Duration)
+}
+
+// streamBase is the state every stream has, whatever path serves it.
+type streamBase struct {
+	id       uint64
+	grant    auth.Grant
+	ip       netip.Addr
+	protocol string
+	sub      *hub.Subscription
+	expires  time.Time // zero: no lifetime limit
+	release  func()    // key quota release; nil when none
+}
+
+func (b *streamBase) base() *streamBase { return b }
+
+// New builds a Server. quota may be nil (no per-key limit).
+func New(cfg Config, h *hub.Hub, a Authorizer, st Store, quota KeyQuota, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{
+		cfg:     cfg,
+		hub:     h,
+		auth:    a,
+		store:   st,
+		quota:   quota,
+		log:     log,
+		metrics: newMetrics(reg),
+		origins: make(map[string]bool),
+		streams: make(map[uint64]stream),
+		perIP:   make(map[netip.Addr]int),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		o = strings.TrimSpace(o)
+		if o == "*" {
+			s.anyOrigin = true
+		} else if o != "" {
+			s.origins[o] = true
+		}
+	}
+	if len(s.origins) == 0 {
+		s.anyOrigin = true
+	}
+	if cfg.AcceptRate > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.AcceptRate), max(1, int(cfg.AcceptRate)))
+	}
+	if !cfg.NoTakeover {
+		p, err := newPoller(s)
+		if err != nil {
+			return nil, fmt.Errorf("stream: %w", err)
+		}
+		s.poller = p
+	}
+	return s, nil
+}
+
+// Run does the background work of taken-over streams (hang-up detection, finishing slow
+// writes, heartbeats, write deadlines, lifetimes) until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	if s.poller == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return s.poller.run(ctx)
+}
+
+// Open reports how many streams are open.
+func (s *Server) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// ServeHTTP serves one stream request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if r.Method == http.MethodOptions {
+			s.preflight(w, r)
+			return
+		}
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+		s.refuse(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	s.setCORS(w.Header(), r)
+	if s.draining.Load() {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, http.StatusServiceUnavailable, "instance is draining")
+		return
+	}
+	req, err := parseQuery(r.URL.RawQuery, s.cfg.MaxChannels)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, ErrQueryTooLong) {
+			status = http.StatusRequestURITooLong
+		}
+		s.refuse(w, status, err.Error())
+		return
+	}
+	grant, err := s.auth.Authorize(req.key, req.channels)
+	switch {
+	case errors.Is(err, auth.ErrUnknownKey):
+		s.refuse(w, http.StatusUnauthorized, "unknown key")
+		return
+	case err != nil:
+		s.refuse(w, http.StatusForbidden, err.Error())
+		return
+	}
+	ip := s.clientIP(r)
+	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip}
+	if status, msg := s.admit(b); status != 0 {
+		s.refuse(w, status, msg)
+		return
+	}
+	if s.quota != nil {
+		release, ok, err := s.quota.Acquire(r.Context(), grant.Name)
+		if err != nil {
+			// A quota store outage must not take streaming down: admit and log.
+			s.log.Warn("key quota unavailable; admitting stream", "key", grant.Name, "err", err)
+		} else if !ok {
+			s.unadmit(b)
+			w.Header().Set("Retry-After", strconv.Itoa(5+rand.IntN(10)))
+			s.refuse(w, http.StatusTooManyRequests, "too many streams for this key")
+			return
+		}
+		b.release = release
+	}
+	if s.cfg.MaxLifetime > 0 {
+		f := 0.8 + 0.2*rand.Float64()
+		b.expires = time.Now().Add(time.Duration(f * float64(s.cfg.MaxLifetime)))
+	}
+	floor := hub.Version{}
+	if len(req.channels) == 1 {
+		// With one channel, Last-Event-ID says exactly which version the client holds. With
+		// several it cannot (one id for many channels), so each channel's newest is sent and
+		// SDKs skip what they already have by ETag.
+		if v, ok := wire.ParseEventID(r.Header.Get("Last-Event-ID")); ok {
+			floor = v
+		}
+	}
+	s.metrics.opens.WithLabelValues("ok").Inc()
+	if r.Method == http.MethodHead {
+		s.writeHeaders(w, r)
+		s.unadmit(b)
+		return
+	}
+	if s.poller != nil && r.ProtoMajor == 1 && r.ProtoMinor == 1 && r.TLS == nil {
+		s.serveTakeover(w, r, b, req.channels, floor)
+		return
+	}
+	s.serveLoop(w, r, b, req.channels, floor)
+}
+
+// admit applies the instance-local limits and registers the stream's address.
+func (s *Server) admit(b *streamBase) (int, string) {
+	if s.limiter != nil && !s.limiter.Allow() {
+		return http.StatusTooManyRequests, "too many new streams, retry later"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.MaxStreams > 0 && len(s.streams) >= s.cfg.MaxStreams {
+		return http.StatusServiceUnavailable, "instance at its stream limit"
+	}
+	if s.cfg.MaxStreamsPerIP > 0 && s.perIP[b.ip] >= s.cfg.MaxStreamsPerIP {
+		return http.StatusTooManyRequests, "too many streams from this address"
+	}
+	s.perIP[b.ip]++
+	s.streams[b.id] = nil // reserved; set by register
+	return 0, ""
+}
+
+// unadmit undoes admit for a stream that never opened.
+func (s *Server) unadmit(b *streamBase) {
+	s.mu.Lock()
+	delete(s.streams, b.id)
+	s.decIPLocked(b.ip)
+	s.mu.Unlock()
+	if b.release != nil {
+		b.release()
+	}
+}
+
+func (s *Server) decIPLocked(ip netip.Addr) {
+	if s.perIP[ip] <= 1 {
+		delete(s.perIP, ip)
+	} else {
+		s.perIP[ip]--
+	}
+}
+
+// register records an opened stream, so that Drain and CloseKeys can reach it.
+func (s *Server) register(st stream) {
+	b := st.base()
+	s.mu.Lock()
+	s.streams[b.id] = st
+	s.mu.Unlock()
+	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Inc()
+}
+
+// forget removes a closed stream from the registry and the hub. It is called exactly once
+// per opened stream.
+func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason string) {
+	s.hub.Unsubscribe(sub)
+	s.mu.Lock()
+	delete(s.streams, b.id)
+	s.decIPLocked(b.ip)
+	s.mu.Unlock()
+	if b.release != nil {
+		b.release()
+	}
+	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Dec()
+	s.metrics.closes.WithLabelValues(reason).Inc()
+}
+
+// subscribe registers the stream in the hub and seeds channels the hub has not seen from
+// the store, so a fresh stream gets each channel's newest event at once.
+func (s *Server) subscribe(ctx context.Context, sink hub.Sink, channels []string, floor hub.Version) (*hub.Subscription, func()) {
+	sub, unseeded := s.hub.Subscribe(sink, channels, floor)
+	seed := func() {
+		for _, i := range unseeded {
+			lctx, cancel := context.WithTimeout(ctx, s.cfg.SeedTimeout)
+			m, err := s.store.Latest(lctx, channels[i])
+			cancel()
+			if err != nil {
+				// The broker's resync seeds the channel once the store is back.
+				s.log.Debug("latest event lookup failed", "channel", channels[i], "err", err)
+				continue
+			}
+			s.hub.Seed(channels[i], m)
+		}
+	}
+	return sub, seed
+}
+
+// Drain closes every open stream, spread evenly over window in random order, each with a
+// jittered "retry:" so that clients reconnect (to another instance) gradually rather than
+// in one burst. New streams are refused with 503 from the moment Drain is called.
+func (s *Server) Drain(ctx context.Context, window time.Duration) {
+	s.draining.Store(true)
+	s.mu.Lock()
+	all := make([]stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		if st != nil {
+			all = append(all, st)
+		}
+	}
+	s.mu.Unlock()
+	rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i, st := range all {
+		at := start.Add(time.Duration(float64(window) * float64(i) / float64(len(all))))
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				for _, rest := range all[i:] {
+					rest.close(CloseDrain, s.retryJitter())
+				}
+				return
+			}
+		}
+		st.close(CloseDrain, s.retryJitter())
+	}
+}
+
+// Draining reports whether Drain has been called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// CloseKeys closes the streams opened with any of the given key IDs (see auth.Key.ID),
+// because their key was removed or rotated.
+func (s *Server) CloseKeys(ids []string) int {
+	if len(ids) == 0 {
+		return 0
+	}
+	gone := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		gone[id] = true
+	}
+	s.mu.Lock()
+	var victims []stream
+	for _, st := range s.streams {
+		if st != nil && gone[st.base().grant.ID] {
+			victims = append(victims, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range victims {
+		st.close(CloseRevoked, 0)
+	}
+	return len(victims)
+}
+
+func (s *Server) retryJitter() time.Duration {
+	span := s.cfg.RetryMax - s.cfg.RetryMin
+	if span <= 0 {
+		return s.cfg.RetryMin
+	}
+	return s.cfg.RetryMin + rand.N(span)
+}
+
+func (s *Server) writeHeaders(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	if r.ProtoMajor == 1 {
+		h.Set("Connection", "keep-alive")
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// refuse answers a request that will not become a stream with a JSON error.
+func (s *Server) refuse(w http.ResponseWriter, status int, msg string) {
+	s.metrics.opens.WithLabelValues(strconv.Itoa(status)).Inc()
+	WriteError(w, status, msg)
+}
+
+// WriteError writes {"error": msg} with status; it is the gateway's one error body shape.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
+}
