@@ -41,8 +41,8 @@ type poller struct {
 	conns   [buckets]map[uint64]*pollStream // guarded by mu
 	stalled map[*pollStream]struct{}        // guarded by mu
 
-	closeMu sync.Mutex
-	closeQ  []*pollStream // guarded by closeMu
+	closeMu   sync.Mutex
+	closeQ    []*pollStream // guarded by closeMu
 	closeWake chan struct{}
 }
 

@@ -106,14 +106,14 @@ func (c *Config) setDefaults() {
 // Server serves GET /event-stream. Create it with New, run its background work with Run,
 // and close every stream with Drain.
 type Server struct {
-	cfg     Config
-	hub     *hub.Hub
-	auth    Authorizer
-	store   Store
-	quota   KeyQuota
-	log     *slog.Logger
-	metrics *metrics
-	poller  *poller // nil when streams cannot be taken over
+	cfg       Config
+	hub       *hub.Hub
+	auth      Authorizer
+	store     Store
+	quota     KeyQuota
+	log       *slog.Logger
+	metrics   *metrics
+	poller    *poller // nil when streams cannot be taken over
 	anyOrigin bool
 	origins   map[string]bool
 	limiter   *rate.Limiter
