@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/procstat"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/result"
+)
+
+// publishedSeq is one publish: its sequence number (the "lt-<seq>" etag) and channel.
+type publishedSeq struct {
+	seq     int64
+	channel int
+}
+
+// publisher PUBLISHes the generator's payloads to Redis. Not safe for concurrent use.
+type publisher struct {
+	rdb         *redis.Client
+	redisPrefix string
+	chPrefix    string
+	pad         string  // `,"pad":"xxx"` or "": added while filling
+	lastMod     []int64 // per channel: strictly increasing lastModified (ms)
+	seq         int64
+}
+
+// payload is the inner JSON; sentAtNs is the publisher's clock, which the
+// workers (same host, same clock) subtract from their receive time.
+func (p *publisher) payload(seq, lastModified, sentAtNs int64, padded bool) string {
+	pad := ""
+	if padded {
+		pad = p.pad
+	}
+	return `{"etag":"\"lt-` + strconv.FormatInt(seq, 10) + `\"","lastModified":` + strconv.FormatInt(lastModified, 10) +
+		`,"sentAtNs":` + strconv.FormatInt(sentAtNs, 10) + pad + `}`
+}
+
+// publish sends one event to each of chans (repeats allowed) in one pipeline
+// and reports how many reached no Redis subscriber.
+func (p *publisher) publish(ctx context.Context, chans []int, padded bool) ([]publishedSeq, int, error) {
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(chans))
+	out := make([]publishedSeq, len(chans))
+	for i, ch := range chans {
+		p.seq++
+		now := time.Now()
+		lm := max(now.UnixMilli(), p.lastMod[ch]+1)
+		p.lastMod[ch] = lm
+		cmds[i] = pipe.Publish(ctx, p.redisPrefix+channelName(p.chPrefix, ch), p.payload(p.seq, lm, now.UnixNano(), padded))
+		out[i] = publishedSeq{seq: p.seq, channel: ch}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, fmt.Errorf("redis publish: %w", err)
+	}
+	none := 0
+	for _, c := range cmds {
+		if c.Val() == 0 {
+			none++
+		}
+	}
+	return out, none, nil
+}
+
+// publishPhase runs the optional fill, then the measured rounds: each round
+// publishes one event per channel and waits until every reader has it (or
+// --round-timeout), so the next round starts on a quiet server.
+func (c *coordinator) publishPhase(srv *result.Server) error {
+	o := c.o
+	opt, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	opt.PoolSize = 2
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	pctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	err = rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	pub := &publisher{rdb: rdb, redisPrefix: o.redisPrefix, chPrefix: o.channelPrefix, lastMod: make([]int64, o.channels)}
+	if o.pad > 0 {
+		pub.pad = `,"pad":"` + strings.Repeat("x", o.pad) + `"`
+	}
+	p := &result.Publish{Rounds: o.publishes}
+	c.sum.Publish = p
+
+	if o.fillPublishes > 0 {
+		c.logf("fill: %d publishes on each of %d channel(s), %d bytes padding", o.fillPublishes, o.fillChannels, o.pad)
+		var batch []int
+		for i := 0; i < o.fillPublishes; i++ {
+			for ch := 0; ch < o.fillChannels; ch++ {
+				batch = append(batch, ch)
+			}
+			if len(batch) >= 200 || i == o.fillPublishes-1 {
+				if _, _, err := pub.publish(c.ctx, batch, true); err != nil {
+					return err
+				}
+				p.FillPublishes += len(batch)
+				batch = batch[:0]
+			}
+		}
+		if err := sleepCtx(c.ctx, o.fillWait); err != nil {
+			return err
+		}
+		c.phase("fill done")
+	}
+	if o.publishes == 0 {
+		return nil
+	}
+
+	// Frames sent before this instant (replay on connect, fill) are not measured.
+	if err := c.broadcast(command{Cmd: "phase", StartNs: time.Now().UnixNano()}); err != nil {
+		return err
+	}
+	for _, wp := range c.workers {
+		if _, err := c.expect(wp, "ack"); err != nil {
+			return err
+		}
+	}
+	waitProfile := c.fetchProfileAsync("cpu-publish", fmt.Sprintf("/debug/pprof/profile?seconds=%d", o.pprofSeconds),
+		time.Duration(o.pprofSeconds+30)*time.Second)
+	defer waitProfile()
+
+	all := make([]int, o.channels)
+	for ch := range all {
+		all[ch] = ch
+	}
+	var cpu0 time.Duration
+	if srv != nil {
+		cpu0, _ = procstat.ReadCPU(o.serverPID)
+	}
+	phaseStart := time.Now()
+	var delivered uint64
+	stalled := 0
+	for r := 0; r < o.publishes; r++ {
+		if r > 0 {
+			if err := sleepCtx(c.ctx, o.publishGap); err != nil {
+				return err
+			}
+		}
+		seqs, none, err := pub.publish(c.ctx, all, false)
+		if err != nil {
+			return err
+		}
+		p.Publishes += len(seqs)
+		p.NoReceivers += none
+		for _, s := range seqs {
+			c.measured = append(c.measured, s)
+			p.Expected += uint64(c.readers[s.channel])
+		}
+		deadline := time.Now().Add(o.roundTimeout)
+		for {
+			delivered, err = c.progress()
+			if err != nil {
+				return err
+			}
+			if delivered >= p.Expected {
+				break
+			}
+			if time.Now().After(deadline) {
+				stalled++
+				break
+			}
+			if err := sleepCtx(c.ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	p.ElapsedS = time.Since(phaseStart).Seconds()
+	c.phase("published")
+	if stalled > 0 {
+		c.problem("%d of %d rounds not fully delivered within --round-timeout %v", stalled, o.publishes, o.roundTimeout)
+	}
+	if srv != nil {
+		cpu1, _ := procstat.ReadCPU(o.serverPID)
+		srv.CPUPublishS = (cpu1 - cpu0).Seconds()
+		if delivered > 0 {
+			srv.CPUPerDeliveryUs = srv.CPUPublishS * 1e6 / float64(delivered)
+		}
+		if m, err := procstat.ReadMem(o.serverPID); err == nil {
+			srv.RSSAfterPublish = m.RSS
+		}
+		c.logf("server CPU %.3fs over %d deliveries: %.2f µs per delivery", srv.CPUPublishS, delivered, srv.CPUPerDeliveryUs)
+	}
+	return nil
+}
+
+// fetchProfile saves one pprof endpoint of the server (with --pprof-url).
+func (c *coordinator) fetchProfile(name, path string, timeout time.Duration) {
+	c.fetchProfileAsync(name, path, timeout)()
+}
+
+// fetchProfileAsync starts fetching a pprof endpoint and returns a function
+// that waits for it (a no-op without --pprof-url).
+func (c *coordinator) fetchProfileAsync(name, path string, timeout time.Duration) (wait func()) {
+	if c.o.pprofURL == "" {
+		return func() {}
+	}
+	ext := ".pb.gz"
+	if strings.Contains(path, "debug=") {
+		ext = ".txt"
+	}
+	file := filepath.Join(c.o.pprofDir, sanitize(c.o.label)+name+ext)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.o.pprofURL, "/")+path, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("status %d", resp.StatusCode)
+			return
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			c.problem("profile %s: %v", name, err)
+			return
+		}
+		c.sum.Profiles = append(c.sum.Profiles, file)
+	}
+}
+
+func sanitize(label string) string {
+	if label == "" {
+		return ""
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, label) + "-"
+}
