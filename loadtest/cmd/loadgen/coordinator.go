@@ -32,11 +32,11 @@ type workerProc struct {
 // coordinator runs one load test: workers connect, the coordinator publishes
 // and waits for deliveries, then collects and merges the workers' results.
 type coordinator struct {
-	o       *options
-	start   time.Time
-	ctx     context.Context
-	workers []*workerProc
-	sum     result.Summary
+	o        *options
+	start    time.Time
+	ctx      context.Context
+	workers  []*workerProc
+	sum      result.Summary
 	readers  []int          // established readers per channel, summed over workers
 	measured []publishedSeq // the measured publishes, in order
 

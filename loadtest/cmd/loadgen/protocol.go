@@ -14,10 +14,10 @@ const workerEnv = "SSE_LOADGEN_WORKER"
 
 type workerConfig struct {
 	Index              int     `json:"index"`
-	Addr               string  `json:"addr"`     // host:port to dial
-	URL                string  `json:"url"`      // --url (path, query) without channels
-	HostHeader         string  `json:"host"`     // Host: header
-	ConnLo             int     `json:"conn_lo"`  // global connection indices [lo, hi)
+	Addr               string  `json:"addr"`    // host:port to dial
+	URL                string  `json:"url"`     // --url (path, query) without channels
+	HostHeader         string  `json:"host"`    // Host: header
+	ConnLo             int     `json:"conn_lo"` // global connection indices [lo, hi)
 	ConnHi             int     `json:"conn_hi"`
 	Channels           int     `json:"channels"`
 	ChannelPrefix      string  `json:"channel_prefix"`
@@ -42,15 +42,15 @@ type workerMsg struct {
 	Type string `json:"type"` // "connected", "ack", "progress", "result", "fatal"
 
 	// connected
-	Attempted     int             `json:"attempted,omitempty"`
-	Established   int             `json:"established,omitempty"`
-	Failed        int             `json:"failed,omitempty"`
-	Errors        map[string]int  `json:"errors,omitempty"`
-	Slow          int             `json:"slow,omitempty"`
-	Readers       []int           `json:"readers,omitempty"` // established readers per channel index
-	FirstDialNs   int64           `json:"first_dial_ns,omitempty"`
-	LastUpNs      int64           `json:"last_up_ns,omitempty"`
-	ConnectLat    *stats.Snapshot `json:"connect_lat,omitempty"`
+	Attempted   int             `json:"attempted,omitempty"`
+	Established int             `json:"established,omitempty"`
+	Failed      int             `json:"failed,omitempty"`
+	Errors      map[string]int  `json:"errors,omitempty"`
+	Slow        int             `json:"slow,omitempty"`
+	Readers     []int           `json:"readers,omitempty"` // established readers per channel index
+	FirstDialNs int64           `json:"first_dial_ns,omitempty"`
+	LastUpNs    int64           `json:"last_up_ns,omitempty"`
+	ConnectLat  *stats.Snapshot `json:"connect_lat,omitempty"`
 
 	// progress and result
 	Delivered     uint64 `json:"delivered,omitempty"`

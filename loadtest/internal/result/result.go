@@ -43,31 +43,31 @@ type Config struct {
 
 // Connect is the connect phase.
 type Connect struct {
-	Attempted   int              `json:"attempted"`
-	Established int              `json:"established"`
-	Failed      int              `json:"failed"`
-	Errors      map[string]int   `json:"errors,omitempty"` // failure reason -> count
-	Slow        int              `json:"slow"`             // established connections that never read
-	ElapsedS    float64          `json:"elapsed_s"`        // first dial to last established
-	RatePerS    float64          `json:"rate_per_s"`       // established / elapsed
-	Latency     stats.Quantiles  `json:"latency"`          // dial start to response headers
-	LatencyHist *stats.Snapshot  `json:"latency_hist,omitempty"`
+	Attempted   int             `json:"attempted"`
+	Established int             `json:"established"`
+	Failed      int             `json:"failed"`
+	Errors      map[string]int  `json:"errors,omitempty"` // failure reason -> count
+	Slow        int             `json:"slow"`             // established connections that never read
+	ElapsedS    float64         `json:"elapsed_s"`        // first dial to last established
+	RatePerS    float64         `json:"rate_per_s"`       // established / elapsed
+	Latency     stats.Quantiles `json:"latency"`          // dial start to response headers
+	LatencyHist *stats.Snapshot `json:"latency_hist,omitempty"`
 }
 
 // Server is what /proc says about the server under test.
 type Server struct {
-	PID               int     `json:"pid"`
-	RSSBefore         int64   `json:"rss_before_bytes"`
-	RSSAfterConnect   int64   `json:"rss_after_connect_bytes"`
-	RSSAfterPublish   int64   `json:"rss_after_publish_bytes,omitempty"`
-	RSSMax            int64   `json:"rss_max_bytes"` // sampled every 100 ms during the run
-	PerConnBytes      float64 `json:"per_conn_bytes"`
-	PerConnKiB        float64 `json:"per_conn_kib"`
-	Threads           int     `json:"threads_after_connect"`
-	CPUConnectS       float64 `json:"cpu_connect_s"`
-	CPUPerConnectUs   float64 `json:"cpu_per_connect_us"`
-	CPUPublishS       float64 `json:"cpu_publish_s,omitempty"`
-	CPUPerDeliveryUs  float64 `json:"cpu_per_delivery_us,omitempty"`
+	PID              int     `json:"pid"`
+	RSSBefore        int64   `json:"rss_before_bytes"`
+	RSSAfterConnect  int64   `json:"rss_after_connect_bytes"`
+	RSSAfterPublish  int64   `json:"rss_after_publish_bytes,omitempty"`
+	RSSMax           int64   `json:"rss_max_bytes"` // sampled every 100 ms during the run
+	PerConnBytes     float64 `json:"per_conn_bytes"`
+	PerConnKiB       float64 `json:"per_conn_kib"`
+	Threads          int     `json:"threads_after_connect"`
+	CPUConnectS      float64 `json:"cpu_connect_s"`
+	CPUPerConnectUs  float64 `json:"cpu_per_connect_us"`
+	CPUPublishS      float64 `json:"cpu_publish_s,omitempty"`
+	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
 }
 
 // Publish is the measured publish phase.
@@ -97,8 +97,8 @@ type Publish struct {
 
 // Generator is the load generator's own cost, to judge its influence.
 type Generator struct {
-	CPUS        float64 `json:"cpu_s"`          // all processes, user+system
-	MaxRSSBytes int64   `json:"max_rss_bytes"`  // largest worker
+	CPUS        float64 `json:"cpu_s"`         // all processes, user+system
+	MaxRSSBytes int64   `json:"max_rss_bytes"` // largest worker
 	GoVersion   string  `json:"go_version"`
 }
 
