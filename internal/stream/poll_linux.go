@@ -243,9 +243,15 @@ func (c *pollStream) flush() {
 		return
 	}
 	now := time.Now().UnixNano()
-	out := c.out
+	out, since := c.out, c.stalledAt
 	c.out = nil
-	if !c.writeLocked(out, now) || c.out != nil {
+	if !c.writeLocked(out, now) {
+		return
+	}
+	if c.out != nil {
+		// Still the same frame: its deadline runs from when it first stalled, so a client
+		// that trickles a few bytes at a time is still closed as slow.
+		c.stalledAt = since
 		return
 	}
 	for i, m := range c.pending {
