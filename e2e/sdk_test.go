@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	flagKey = "e2e-flag"
+	// flips is how many config changes each SDK test publishes (and times).
+	flips = 5
+	// updateBudget bounds publish -> new value. Both SDKs poll every 60 s (server) or never
+	// (client), so anything near this budget means SSE did not do its job.
+	updateBudget = 5 * time.Second
+	// quietPeriod is how long a test watches for a refetch that must not happen.
+	quietPeriod = 700 * time.Millisecond
+)
+
+// devcycleChannel is a channel named like DevCycle's: <prefix>_<40 hex>_v1.
+func devcycleChannel(prefix, seed string) string {
+	h := sha1.Sum([]byte(seed))
+	return prefix + "_" + hex.EncodeToString(h[:]) + "_v1"
+}
+
+// configVersion i of a test's config: a quoted etag, and a Last-Modified 10 s after version
+// i-1 (the SDK keeps a new config only when its Last-Modified is later, at second precision).
+type configVersion struct {
+	Etag         string
+	LastModified time.Time
+	Value        string
+}
+
+func versions(name string) func(i int) configVersion {
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	return func(i int) configVersion {
+		return configVersion{
+			Etag:         fmt.Sprintf(`"%s-%d"`, name, i),
+			LastModified: base.Add(time.Duration(i) * 10 * time.Second),
+			Value:        fmt.Sprintf("value-%d", i),
+		}
+	}
+}
+
+// awaitLatestStored waits until a fresh raw connection gets want as its first event: the
+// gateway has stored the channel's latest event, so an SDK connecting now gets it on connect.
+func awaitLatestStored(t *testing.T, gw *gateway, channel, key string, v configVersion) {
+	t.Helper()
+	want := eventID(v.LastModified.UnixMilli(), v.Etag)
+	var got string
+	waitFor(t, 5*time.Second, func() string {
+		return fmt.Sprintf("a fresh connection to %s should first get the channel's latest event id %q; got %q", channel, want, got)
+	}, func() bool {
+		s := openRawStream(t, gw.streamURL(channel, key), nil)
+		defer s.close()
+		it, ok := s.next(time.Second)
+		got = it.ID
+		return ok && it.ID == want
+	})
+}
+
+// TestNodeServerSDK drives @devcycle/nodejs-server-sdk: its config comes from the CDN stand-in
+// with sse {hostname: gateway, path: /event-stream?...}; a PUBLISH must make it refetch and
+// serve the new value long before its 60 s poll; an event whose etag it holds must not.
+func TestNodeServerSDK(t *testing.T) {
+	const (
+		sdkKey = "dvc_server_e2e_node_server_sdk"
+		key    = "e2e-key-node-server"
+		client = "node-server-sdk"
+	)
+	channel := devcycleChannel("dvc_server", t.Name())
+	rs := startRedis(t)
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_server_*")})
+	cdn := startCDN(t)
+	const cfgPath = "/config/v2/server/"
+	host, path := "http://"+gw.Addr, streamPath(channel, key)
+	version := versions("node-server")
+
+	// The channel's latest event names the config version the SDK is about to download.
+	v0 := version(0)
+	cdn.setServerConfig(sdkKey, flagKey, v0.Value, v0.Etag, v0.LastModified, host, path)
+	rs.publish(t, channel, v0.Etag, v0.LastModified.UnixMilli())
+	awaitLatestStored(t, gw, channel, key, v0)
+
+	p := startNode(t, client, "server-sdk.mjs", map[string]any{
+		"sdkKey": sdkKey, "cdnURL": cdn.URL, "variable": flagKey, "default": "default"})
+	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
+	_, at := p.waitValue(5*time.Second, 0, v0.Value)
+
+	// Fresh connection: the gateway sends the latest event on connect; the SDK holds that etag,
+	// so it must not ask the CDN again.
+	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (SDK debug log \"SSE message: ...\" naming "+v0.Etag+")",
+		func(l nodeLine) bool { return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, etagInLog(v0.Etag)) })
+	time.Sleep(quietPeriod)
+	if n := cdn.count(cfgPath); n != 1 {
+		t.Fatalf("%s: the latest event on connect carried the etag the SDK already holds, so it must not refetch; "+
+			"expected 1 CDN request (the initial download), got %d:%s", client, n, cdn.describe(cfgPath))
+	}
+
+	// Flip the value at the CDN, PUBLISH, and time the SDK's switch to the new value.
+	tm := &timings{name: client}
+	for i := 1; i <= flips; i++ {
+		v := version(i)
+		cdn.setServerConfig(sdkKey, flagKey, v.Value, v.Etag, v.LastModified, host, path)
+		start := rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
+		var l nodeLine
+		l, at = p.wait(updateBudget, at, fmt.Sprintf("variable %s = %q after PUBLISH of etag %s (last value seen %v; CDN requests:%s)",
+			flagKey, v.Value, v.Etag, p.lastValue(), cdn.describe(cfgPath)),
+			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v.Value })
+		tm.add(l.at().Sub(start))
+		if n := cdn.count(cfgPath); n != 1+i {
+			t.Fatalf("%s: after %d config changes expected %d CDN requests, got %d:%s", client, i, 1+i, n, cdn.describe(cfgPath))
+		}
+	}
+	tm.report(t)
+
+	// The same etag again (a later lastModified so the gateway forwards it): no refetch.
+	last := version(flips)
+	again := last.LastModified.UnixMilli() + 1000
+	rs.publish(t, channel, last.Etag, again)
+	p.wait(updateBudget, at, fmt.Sprintf("SDK debug log \"SSE message: ...\" for the repeated etag %s (lastModified %d)", last.Etag, again),
+		func(l nodeLine) bool {
+			return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, strconv.FormatInt(again, 10))
+		})
+	time.Sleep(quietPeriod)
+	if n := cdn.count(cfgPath); n != 1+flips {
+		t.Fatalf("%s: an event with the etag the SDK already holds must not cause a refetch; expected %d CDN requests, got %d:%s",
+			client, 1+flips, n, cdn.describe(cfgPath))
+	}
+	if v := p.lastValue(); v != last.Value {
+		t.Fatalf("%s: value changed to %v after a repeated etag, want %q", client, v, last.Value)
+	}
+}
+
+// etagInLog is how an etag appears in the SDK's "SSE message: <data>" log line: inside the
+// envelope's data string, so its quotes are escaped twice.
+func etagInLog(etag string) string {
+	return strings.Trim(etag, `"`)
+}
+
+// TestJSClientSDK drives @devcycle/js-client-sdk under Node (eventsource as the global
+// EventSource): its config comes from the stand-in's /v1/sdkConfig with sse.url pointing at the
+// gateway; a PUBLISH must make it refetch with sse=1, sseLastModified and sseEtag from our
+// message and serve the new value; an event whose etag it holds must not.
+func TestJSClientSDK(t *testing.T) {
+	const (
+		sdkKey = "dvc_client_e2e_js_client_sdk"
+		key    = "e2e-key-js-client"
+		client = "js-client-sdk"
+	)
+	channel := devcycleChannel("dvc_client", t.Name())
+	rs := startRedis(t)
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_client_*")})
+	cdn := startCDN(t)
+	const cfgPath = "/v1/sdkConfig"
+	sseURL := gw.streamURL(channel, key)
+	version := versions("js-client")
+
+	v0 := version(0)
+	cdn.setClientConfig(sdkKey, flagKey, v0.Value, v0.Etag, v0.LastModified, sseURL)
+	rs.publish(t, channel, v0.Etag, v0.LastModified.UnixMilli())
+	awaitLatestStored(t, gw, channel, key, v0)
+
+	p := startNode(t, client, "client-sdk.mjs", map[string]any{
+		"sdkKey": sdkKey, "apiURL": cdn.URL, "variable": flagKey, "default": "default"})
+	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
+	_, at := p.waitValue(5*time.Second, 0, v0.Value)
+	conn, _ := p.wait(5*time.Second, 0, "the SDK opening its EventSource", func(l nodeLine) bool { return l.Ev == "sse-connect" })
+	if conn.URL != sseURL {
+		t.Fatalf("%s: EventSource opened %q, want the config's sse.url %q", client, conn.URL, sseURL)
+	}
+
+	// Fresh connection: the latest event arrives on connect; the SDK holds its etag: no refetch.
+	wantID := eventID(v0.LastModified.UnixMilli(), v0.Etag)
+	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (id "+wantID+")", func(l nodeLine) bool {
+		return l.Ev == "sse" && l.LastEventID == wantID
+	})
+	time.Sleep(quietPeriod)
+	if n := cdn.count(cfgPath); n != 1 {
+		t.Fatalf("%s: the latest event on connect carried the etag the SDK already holds, so it must not refetch; "+
+			"expected 1 request (the initial one), got %d:%s", client, n, cdn.describe(cfgPath))
+	}
+
+	tm := &timings{name: client}
+	for i := 1; i <= flips; i++ {
+		v := version(i)
+		cdn.setClientConfig(sdkKey, flagKey, v.Value, v.Etag, v.LastModified, sseURL)
+		start := rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
+		var l nodeLine
+		l, at = p.wait(updateBudget, at, fmt.Sprintf("variable %s = %q after PUBLISH of etag %s (last value seen %v; requests:%s)",
+			flagKey, v.Value, v.Etag, p.lastValue(), cdn.describe(cfgPath)),
+			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v.Value })
+		tm.add(l.at().Sub(start))
+		reqs := cdn.requests(cfgPath)
+		if len(reqs) != 1+i {
+			t.Fatalf("%s: after %d config changes expected %d requests, got %d:%s", client, i, 1+i, len(reqs), cdn.describe(cfgPath))
+		}
+		q := reqs[len(reqs)-1].Query
+		wantLM := strconv.FormatInt(v.LastModified.UnixMilli(), 10)
+		if q.Get("sse") != "1" || q.Get("sseLastModified") != wantLM || q.Get("sseEtag") != v.Etag {
+			t.Fatalf("%s: refetch after an SSE message must carry sse=1&sseLastModified=%s&sseEtag=%s (from our message); got sse=%q sseLastModified=%q sseEtag=%q",
+				client, wantLM, v.Etag, q.Get("sse"), q.Get("sseLastModified"), q.Get("sseEtag"))
+		}
+	}
+	tm.report(t)
+
+	last := version(flips)
+	again := last.LastModified.UnixMilli() + 1000
+	rs.publish(t, channel, last.Etag, again)
+	againID := eventID(again, last.Etag)
+	p.wait(updateBudget, at, "the repeated-etag event (id "+againID+")", func(l nodeLine) bool {
+		return l.Ev == "sse" && l.LastEventID == againID
+	})
+	time.Sleep(quietPeriod)
+	if n := cdn.count(cfgPath); n != 1+flips {
+		t.Fatalf("%s: an event with the etag the SDK already holds must not cause a refetch; expected %d requests, got %d:%s",
+			client, 1+flips, n, cdn.describe(cfgPath))
+	}
+}
