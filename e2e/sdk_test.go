@@ -94,7 +94,9 @@ func TestNodeServerSDK(t *testing.T) {
 	// Fresh connection: the gateway sends the latest event on connect; the SDK holds that etag,
 	// so it must not ask the CDN again.
 	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (SDK debug log \"SSE message: ...\" naming "+v0.Etag+")",
-		func(l nodeLine) bool { return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, etagInLog(v0.Etag)) })
+		func(l nodeLine) bool {
+			return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, etagInLog(v0.Etag))
+		})
 	time.Sleep(quietPeriod)
 	if n := cdn.count(cfgPath); n != 1 {
 		t.Fatalf("%s: the latest event on connect carried the etag the SDK already holds, so it must not refetch; "+
