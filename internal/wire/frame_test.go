@@ -176,18 +176,18 @@ func TestParseEventIDRejects(t *testing.T) {
 		"1",
 		"1-",
 		"-00000000",
-		"1-0000000",            // 7 hex digits
-		"1-000000000",          // 9 hex digits
-		"-1-00000000",          // negative
-		"+1-00000000",          // sign
-		"1-0000000g",           // not hex
-		"1-ABCDEF01",           // upper case is never written
-		"1x-00000000",          // not a number
-		" 1-00000000",          // space
-		"1-00000000 ",          // trailing space
-		"1-00000000\n",         // newline
-		"1-0000\n000",          // newline inside
-		"1_00000000a",          // no dash
+		"1-0000000",    // 7 hex digits
+		"1-000000000",  // 9 hex digits
+		"-1-00000000",  // negative
+		"+1-00000000",  // sign
+		"1-0000000g",   // not hex
+		"1-ABCDEF01",   // upper case is never written
+		"1x-00000000",  // not a number
+		" 1-00000000",  // space
+		"1-00000000 ",  // trailing space
+		"1-00000000\n", // newline
+		"1-0000\n000",  // newline inside
+		"1_00000000a",  // no dash
 		"1700000000000-00000000-1",
 		"99999999999999999999-00000000", // overflows int64
 		"1.5-00000000",
