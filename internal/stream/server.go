@@ -239,7 +239,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := s.clientIP(r)
 	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip}
-	if status, msg := s.admit(b); status != 0 {
+	if status, msg, retry := s.admit(b); status != 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		s.refuse(w, status, msg)
 		return
 	}
@@ -282,22 +283,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serveLoop(w, r, b, req.channels, floor)
 }
 
-// admit applies the instance-local limits and registers the stream's address.
-func (s *Server) admit(b *streamBase) (int, string) {
+// admit applies the instance-local limits and registers the stream's address. A refusal
+// comes with the Retry-After seconds to send: jittered where many clients are refused at
+// once, so they do not come back in one burst.
+func (s *Server) admit(b *streamBase) (status int, msg string, retryAfter int) {
 	if s.limiter != nil && !s.limiter.Allow() {
-		return http.StatusTooManyRequests, "too many new streams, retry later"
+		return http.StatusTooManyRequests, "too many new streams, retry later", 1 + rand.IntN(5)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.MaxStreams > 0 && len(s.streams) >= s.cfg.MaxStreams {
-		return http.StatusServiceUnavailable, "instance at its stream limit"
+		return http.StatusServiceUnavailable, "instance at its stream limit", 1 + rand.IntN(5)
 	}
 	if s.cfg.MaxStreamsPerIP > 0 && s.perIP[b.ip] >= s.cfg.MaxStreamsPerIP {
-		return http.StatusTooManyRequests, "too many streams from this address"
+		return http.StatusTooManyRequests, "too many streams from this address", 5 + rand.IntN(10)
 	}
 	s.perIP[b.ip]++
 	s.streams[b.id] = nil // reserved; set by register
-	return 0, ""
+	return 0, "", 0
 }
 
 // unadmit undoes admit for a stream that never opened.
