@@ -46,6 +46,7 @@ type serveConfig struct {
 	TrustedProxies   string
 	Pprof            bool
 	InstanceID       string
+	ReadHeaderTime   time.Duration
 }
 
 // serveFlags defines the serve flags on fs, bound to cfg. It is the single source of the
@@ -79,6 +80,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For gives the client address")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on --metrics-addr (never on --addr)")
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "name of this instance in logs and probes; empty uses hostname and pid")
+	fs.DurationVar(&cfg.ReadHeaderTime, "read-header-timeout", 5*time.Second, "a connection that has not sent complete request headers in this time is closed (slowloris)")
 }
 
 // envName is the environment variable that backs a flag.
@@ -131,6 +133,8 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("--log-format %q: use json or text", c.LogFormat)
 	case c.ProbeInterval < 50*time.Millisecond:
 		return fmt.Errorf("--probe-interval %s: must be at least 50ms", c.ProbeInterval)
+	case c.ReadHeaderTime < 10*time.Millisecond:
+		return fmt.Errorf("--read-header-timeout %s: must be at least 10ms", c.ReadHeaderTime)
 	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err

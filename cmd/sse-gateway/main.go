@@ -7,6 +7,7 @@
 //	sse-gateway [serve] [flags]     run the gateway
 //	sse-gateway publish [flags]     publish a config change
 //	sse-gateway healthcheck [flags] exit 0 when a gateway's /healthz answers 200
+//	sse-gateway keys add|revoke|list manage the keys kept in Redis (--keys-redis)
 //	sse-gateway flags [--markdown]  list every serve flag and its environment variable
 package main
 
@@ -32,6 +33,8 @@ func run(args []string) int {
 		return runPublish(args)
 	case "healthcheck":
 		return runHealthcheck(args)
+	case "keys":
+		return runKeys(args, os.Stdout, os.Stderr)
 	case "flags":
 		writeFlagTable(os.Stdout)
 		return 0
@@ -41,7 +44,7 @@ func run(args []string) int {
 	case "help":
 		return runServe([]string{"--help"})
 	default:
-		fmt.Fprintf(os.Stderr, "sse-gateway: unknown command %q (serve, publish, healthcheck, flags, version)\n", cmd)
+		fmt.Fprintf(os.Stderr, "sse-gateway: unknown command %q (serve, publish, healthcheck, keys, flags, version)\n", cmd)
 		return 2
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/api"
 	"github.com/sse-gateway/sse-gateway/internal/auth"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/quota"
 	"github.com/sse-gateway/sse-gateway/internal/stream"
 	"github.com/sse-gateway/sse-gateway/internal/subscribe"
 )
@@ -127,6 +128,16 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 
+	var keyQuota stream.KeyQuota // nil: no per-key limit
+	var quotas *quota.Quota
+	if cfg.MaxStreamsPerKey > 0 {
+		quotas, err = quota.New(rdb, quota.Config{Limit: cfg.MaxStreamsPerKey, KeyPrefix: cfg.KeyPrefix, Instance: cfg.InstanceID}, log)
+		if err != nil {
+			return err
+		}
+		keyQuota = quotas
+	}
+
 	proxies, _ := cfg.trustedProxies()
 	streams, err := stream.New(stream.Config{
 		Heartbeat:       cfg.Heartbeat,
@@ -138,12 +149,24 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AcceptRate:      cfg.AcceptRate,
 		MaxLifetime:     cfg.MaxLifetime,
 		TrustedProxies:  proxies,
-	}, h, keys, b, nil, log, reg)
+	}, h, keys, b, keyQuota, log, reg)
 	if err != nil {
 		return err
 	}
 
-	ready := func() bool { return b.Ready() && !streams.Draining() }
+	var redisKeys *auth.RedisSource
+	if cfg.KeysRedis {
+		redisKeys = auth.NewRedisSource(auth.NewRedisKeys(rdb, cfg.KeyPrefix), keys, func(ids []string) {
+			n := streams.CloseKeys(ids)
+			log.Info("redis keys: revoked", "keys", len(ids), "streams_closed", n)
+		}, auth.RedisSourceConfig{}, log)
+	}
+
+	// With keys in Redis, an instance is not ready before it has read them: it would refuse
+	// every stream with 401.
+	ready := func() bool {
+		return b.Ready() && !streams.Draining() && (redisKeys == nil || redisKeys.Loaded())
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "sse_gateway", Name: "ready",
 		Help: "1 while the instance is ready for traffic (broker subscription live, not draining).",
@@ -171,7 +194,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		r.Handle("/metrics", metricsHandler).Methods(http.MethodGet)
 	}
 
-	srv := newHTTPServer(r, log)
+	srv := newHTTPServer(r, cfg.ReadHeaderTime, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
@@ -194,7 +217,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			ln.Close()
 			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
 		}
-		servers, listeners = append(servers, newHTTPServer(mr, log)), append(listeners, mln)
+		servers, listeners = append(servers, newHTTPServer(mr, cfg.ReadHeaderTime, log)), append(listeners, mln)
 		log.Info("metrics listening", "addr", mln.Addr().String(), "pprof", cfg.Pprof)
 	} else if cfg.Pprof {
 		log.Warn("--pprof needs --metrics-addr: pprof is never served on the public listener")
@@ -215,6 +238,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	goRun("broker", b.Run)
 	goRun("streams", streams.Run)
+	if quotas != nil {
+		goRun("quota", quotas.Run)
+	}
+	if redisKeys != nil {
+		goRun("redis keys", redisKeys.Run)
+	}
 	for i, s := range servers {
 		s, l := s, listeners[i]
 		wg.Add(1)
@@ -252,6 +281,9 @@ loop:
 			break loop
 		case <-hup:
 			reloadKeys(cfg, keys, streams, log)
+			if redisKeys != nil {
+				redisKeys.Reload()
+			}
 		}
 	}
 
@@ -276,11 +308,11 @@ loop:
 	return runErr
 }
 
-func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+func newHTTPServer(h http.Handler, readHeaderTimeout time.Duration, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler: h,
 		// Never a WriteTimeout: it would kill every stream. Streams set per-write deadlines.
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       60 * time.Second,
 		// Room for a 1 MB URL to reach the handler and get a JSON 414 rather than a bare
 		// 431; ReadHeaderTimeout bounds how long such a request may hold memory.
