@@ -19,11 +19,10 @@ import (
 type cdn struct {
 	URL string
 
-	mu      sync.Mutex
-	server  map[string]cdnDoc // sdkKey -> current server config
-	client  map[string]cdnDoc // sdkKey -> current client config
-	reqs    []cdnRequest
-	changed chan struct{} // closed and replaced on every request
+	mu     sync.Mutex
+	server map[string]cdnDoc // sdkKey -> current server config
+	client map[string]cdnDoc // sdkKey -> current client config
+	reqs   []cdnRequest
 }
 
 // cdnDoc is one version of a config.
@@ -56,7 +55,7 @@ func (r cdnRequest) String() string {
 
 func startCDN(t testing.TB) *cdn {
 	t.Helper()
-	c := &cdn{server: map[string]cdnDoc{}, client: map[string]cdnDoc{}, changed: make(chan struct{})}
+	c := &cdn{server: map[string]cdnDoc{}, client: map[string]cdnDoc{}}
 	srv := httptest.NewServer(http.HandlerFunc(c.serveHTTP))
 	t.Cleanup(srv.Close)
 	c.URL = srv.URL
@@ -69,8 +68,6 @@ func (c *cdn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		c.mu.Lock()
 		c.reqs = append(c.reqs, rec)
-		close(c.changed)
-		c.changed = make(chan struct{})
 		c.mu.Unlock()
 	}()
 	c.mu.Lock()

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -529,8 +528,6 @@ func (s *timings) report(t testing.TB) {
 		}
 	}
 }
-
-var errStop = errors.New("stop")
 
 // lineWriter is an io.Writer that hands complete lines to fn.
 type lineWriter struct {
