@@ -212,9 +212,6 @@ func argAfter(argv []string, name string) string {
 
 func TestDockerBuildProducesStaticBinary(t *testing.T) {
 	b := gatewayBuild(t)
-	if b.standIn {
-		t.Log("cmd/sse-gateway does not exist yet: built the stand-in main of standin_test.go")
-	}
 	t.Logf("replayed RUN %s", b.goBuild)
 	for _, f := range []string{"go.mod", "go.sum"} {
 		if !contains(b.files, f) {

@@ -211,7 +211,6 @@ type buildResult struct {
 	imagePath string // where the final stage puts it
 	goBuild   string // the RUN command line that runs go build, as written
 	log       string // output of the RUN steps
-	standIn   bool   // the gateway's main package did not exist: a stand-in was built
 	err       error
 }
 
@@ -274,10 +273,6 @@ func replayDockerBuild(root, dir string) (res buildResult) {
 	res.df = df
 	if res.files, err = buildContext(root, res.context); err != nil {
 		res.err = fmt.Errorf("build context: %w", err)
-		return
-	}
-	if res.standIn, err = addStandInMain(res.context); err != nil {
-		res.err = err
 		return
 	}
 

@@ -1,23 +1,68 @@
 package deploy
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
-// contractFlags are the serve flags of CONTRACT.md with their defaults, used while the
-// gateway's main package does not exist (the stand-in has no flag table).
-var contractFlags = map[string]string{
-	"addr": ":8080", "metrics-addr": "", "redis-url": "", "redis-channel-prefix": "sse:",
-	"redis-key-prefix": "sse-gateway:", "latest-ttl": "168h", "keys-file": "", "admin-token": "",
-	"heartbeat": "15s", "write-timeout": "10s", "drain": "10s", "allowed-origins": "*",
-	"max-channels": "10", "max-payload": "65536", "max-streams": "0", "max-streams-per-key": "0",
-	"max-streams-per-ip": "0", "accept-rate": "0", "max-lifetime": "0s", "probe-interval": "2s",
-	"log-format": "json", "log-level": "info", "tls-cert": "", "tls-key": "", "trusted-proxies": "",
-	"pprof": "false",
-}
+var (
+	flagsOnce sync.Once
+	flagTable map[string]string
+	flagsErr  error
+)
 
-// gatewayFlags returns the gateway's serve flags and their defaults.
+// gatewayFlags returns the serve flags of the binary built from the Dockerfile, with
+// their defaults, read from `sse-gateway flags --markdown`: rows of
+// | `--name` | `SSE_GATEWAY_NAME` | `default` | meaning |.
 func gatewayFlags(t *testing.T) map[string]string {
 	t.Helper()
-	return contractFlags
+	b := gatewayBuild(t)
+	flagsOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, b.binary, "flags", "--markdown")
+		cmd.Env = gatewayEnv()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			flagsErr = err
+			return
+		}
+		flagTable = map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			cells := strings.Split(line, "|")
+			if len(cells) < 5 {
+				continue
+			}
+			cell := strings.TrimSpace(cells[1])
+			if !strings.HasPrefix(cell, "`--") {
+				continue // header and separator rows
+			}
+			name := strings.Trim(cell, "`-")
+			env := strings.Trim(strings.TrimSpace(cells[2]), "`")
+			if env != envName(name) {
+				flagsErr = fmt.Errorf("flag --%s has environment variable %s, want %s", name, env, envName(name))
+				return
+			}
+			def := strings.Trim(strings.TrimSpace(cells[3]), "`")
+			if def == `""` {
+				def = ""
+			}
+			flagTable[name] = def
+		}
+		if len(flagTable) == 0 {
+			flagsErr = fmt.Errorf("`sse-gateway flags --markdown` printed no flag rows:\n%s", out)
+		}
+	})
+	if flagsErr != nil {
+		t.Fatalf("reading the gateway's flag table: %v", flagsErr)
+	}
+	return flagTable
 }
