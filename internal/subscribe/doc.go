@@ -1,0 +1,58 @@
+// Package subscribe feeds the hub from a broker: Redis pub/sub for a cluster of gateways
+// (Redis), or an in-process broker for a single instance (Memory). Both also keep the newest
+// event of each channel, so that a stream connecting to any instance gets it at once.
+//
+// # Redis
+//
+// One pattern subscription (PSUBSCRIBE <ChannelPrefix>*) per instance, on its own
+// connection, read with a timeout by one goroutine that never blocks: every valid event goes
+// into a per-channel latest-wins mailbox and a few dispatcher goroutines hand it to the hub
+// and store it as the channel's latest. Invalidations are idempotent, so a channel that
+// receives events faster than they are dispatched keeps only its newest pending one: nothing
+// newer is ever dropped, and memory is bounded by the number of channels.
+//
+// The latest event of a channel is the string key <KeyPrefix>latest:<channel> (TTL
+// LatestTTL), written only through one Lua script that sets it if the new version is newer
+// (versions order by lastModified, then by wire.ETagHash of the ETag) and, for Publish, also
+// PUBLISHes it, atomically. Every instance runs the script for every event it receives, so
+// whoever sees an event first stores it, and replays or racing publishers never move the
+// stored version backwards. The script touches one key, so it is Redis Cluster safe.
+//
+// On every (re)subscription, once Redis confirms the PSUBSCRIBE on the new connection, the
+// instance resynchronises: for every channel the hub has subscribers for, it GETs the stored
+// latest (pipelined, one key per command) and seeds the hub with it, so events published
+// while the subscription was down are delivered. Ready reports true only after that.
+//
+// A liveness probe catches a subscription that died silently (the TCP connection is up but
+// nothing arrives): every ProbeInterval the instance PUBLISHes
+// <ChannelPrefix>_probe.<InstanceID> and expects it back on its subscription. After three
+// intervals in which nothing arrived on the subscription, not even that probe, the instance
+// is not ready and re-subscribes (anything arriving proves the connection alive: a probe
+// queued behind a burst of events is late, not lost, and re-subscribing would drop the
+// burst). Channel names starting with '_' are reserved for the gateway; events on them are
+// never forwarded to the hub.
+//
+// # When Redis lost its data
+//
+// Redis may come back empty, or older than the gateways (a restart without persistence, a
+// failover to a replica that lagged, eviction, FLUSHALL). The policy is: the newest version
+// any live instance knows wins, and versions never go backwards.
+//
+//   - Each instance remembers the newest event it handed to its hub for each channel that
+//     has subscribers on it (from the subscription, from the store, or from a resync).
+//   - On every resync, a channel whose stored latest is missing or older than what the
+//     instance remembers is written back with the same set-if-newer script, and re-published,
+//     so instances that missed the event get it too. Their hubs drop it if they already
+//     have it; the script keeps the newest of concurrent write-backs.
+//   - A stored latest newer than what the instance remembers is seeded into its hub.
+//   - Channels no instance has subscribers for are not restored: the key comes back with the
+//     next publish. Until then a new stream on such a channel gets no initial event and
+//     relies on its SDK's own config fetch, exactly as for a channel never published to.
+//   - An event published while Redis was down never reached Redis, so it is lost:
+//     Publish returns the error, and the publisher must retry.
+//
+// # Memory
+//
+// Memory is the broker of a single instance with no Redis: Publish stores the newest event
+// per channel in memory (set-if-newer, TTL LatestTTL) and hands it to the hub directly.
+package subscribe
