@@ -1,0 +1,452 @@
+package subscribe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// Hub is what a broker feeds. *hub.Hub satisfies it.
+type Hub interface {
+	// Publish offers m to the channel's subscribers unless the hub has it or a newer one.
+	Publish(m *hub.Message) int
+	// Seed records that the store was asked for channel's newest message (m, maybe nil).
+	Seed(channel string, m *hub.Message) int
+	// Channels lists the channels that have subscribers.
+	Channels() []string
+}
+
+var _ Hub = (*hub.Hub)(nil)
+
+const (
+	// dispatchers is the number of goroutines moving events from the mailbox to the hub
+	// and the store; dispatchBatch is how many channels one takes at a time, stored in
+	// one pipeline.
+	dispatchers   = 4
+	dispatchBatch = 64
+	// resyncBatch is how many GETs (or write-backs) go in one resync pipeline.
+	resyncBatch = 500
+	// storeTimeout bounds one store pipeline.
+	storeTimeout = 5 * time.Second
+	// pruneInterval is how often known forgets channels that lost their subscribers.
+	pruneInterval = time.Minute
+	// probeTimeouts is how many probe intervals without a probe declare the subscription dead.
+	probeTimeouts = 3
+)
+
+var (
+	errProbeTimeout   = errors.New("liveness probe did not come back")
+	errConfirmTimeout = errors.New("psubscribe was not confirmed")
+	errUnsubscribed   = errors.New("subscription changed under the reader")
+)
+
+// Redis is the broker of a cluster of gateways: it subscribes to the config service's
+// channels, feeds the hub, and keeps each channel's latest event in Redis. See the package
+// documentation for the reconnect, resync and lost-data policies.
+type Redis struct {
+	client  redis.UniversalClient
+	hub     Hub
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	pattern      string    // the PSUBSCRIBE argument: ChannelPrefix, glob-escaped, + "*"
+	probeChannel string    // the Redis channel of this instance's probe
+	epoch        time.Time // monotonic origin of lastHeard
+
+	mailbox *mailbox
+	known   *known
+	lookups singleflight.Group // Latest's GETs, keyed by channel
+
+	// Readiness. Each subscription (session) has a generation number. liveGen is the
+	// generation of the confirmed current subscription (0: none), set and cleared by the
+	// read loop; syncedGen is the generation whose resync finished, set by that resync's
+	// goroutine, which may outlive its subscription (a read in flight cannot be
+	// interrupted), hence the generations. lastHeard (nanoseconds since epoch) is set by the
+	// read loop whenever anything arrives on the subscription: the confirmation, an event,
+	// any probe. The instance's own probe makes sure something arrives every interval.
+	sessions  atomic.Uint64
+	liveGen   atomic.Uint64
+	syncedGen atomic.Uint64
+	lastHeard atomic.Int64
+
+	probeNow chan struct{} // read loop -> probe loop: probe at once (new subscription)
+	running  atomic.Bool   // Run was called
+
+	malformedLog *logLimiter
+	storeLog     *logLimiter
+	probeLog     *logLimiter
+
+	// Reconnect backoff: full jitter between 0 and backoffMin doubled per failed attempt,
+	// at most backoffMax. Fields, not constants, so tests can shorten them.
+	backoffMin, backoffMax time.Duration
+}
+
+// NewRedis returns a broker reading and writing through client (a *redis.Client or a
+// *redis.ClusterClient), feeding h. Its metrics are registered on reg (nil: not
+// registered). It does nothing until Run.
+func NewRedis(client redis.UniversalClient, h Hub, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Redis {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "redis")
+	r := &Redis{
+		client:       client,
+		hub:          h,
+		cfg:          cfg,
+		log:          log,
+		metrics:      newMetrics(reg),
+		pattern:      escapeGlob(cfg.ChannelPrefix) + "*",
+		probeChannel: cfg.ChannelPrefix + "_probe." + cfg.InstanceID,
+		epoch:        time.Now(),
+		mailbox:      newMailbox(),
+		known:        newKnown(),
+		probeNow:     make(chan struct{}, 1),
+		malformedLog: newLogLimiter(log, time.Second),
+		storeLog:     newLogLimiter(log, time.Second),
+		probeLog:     newLogLimiter(log, time.Second),
+		backoffMin:   100 * time.Millisecond,
+		backoffMax:   5 * time.Second,
+	}
+	return r
+}
+
+// escapeGlob quotes the characters PSUBSCRIBE patterns treat specially.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// Ready reports whether the subscription is confirmed on a live connection, the resync
+// after it is done, and something (at least this instance's own probe) arrived on the
+// subscription within the last three probe intervals.
+func (r *Redis) Ready() bool {
+	live := r.liveGen.Load()
+	if live == 0 || r.syncedGen.Load() != live {
+		return false
+	}
+	return r.sinceHeard() <= probeTimeouts*r.cfg.ProbeInterval
+}
+
+func (r *Redis) sinceHeard() time.Duration {
+	return time.Since(r.epoch) - time.Duration(r.lastHeard.Load())
+}
+
+func (r *Redis) markHeard() { r.lastHeard.Store(int64(time.Since(r.epoch))) }
+
+// Run subscribes and keeps the subscription alive until ctx is done, re-subscribing (with
+// backoff and jitter) after any error, and then returns nil. Every goroutine it starts has
+// returned when it returns. It must be called once.
+func (r *Redis) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("subscribe: Run called twice")
+	}
+	var wg sync.WaitGroup
+	for range dispatchers {
+		wg.Go(func() { r.dispatch(ctx) })
+	}
+	wg.Go(func() { r.probeLoop(ctx) })
+	defer func() {
+		r.mailbox.close()
+		wg.Wait()
+	}()
+
+	for attempt := 0; ; attempt++ {
+		wasReady, err := r.session(ctx, &wg)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if wasReady {
+			attempt = 0
+		}
+		delay := backoff(r.backoffMin, r.backoffMax, attempt)
+		r.log.Warn("redis subscription down, re-subscribing", "err", err, "attempt", attempt+1, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		r.metrics.reconnects.Inc()
+	}
+}
+
+// backoff is "full jitter": uniform in [0, min(max, lo*2^attempt)].
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	ceil := hi
+	if attempt < 32 {
+		if d := lo << attempt; d > 0 && d < hi {
+			ceil = d
+		}
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return rand.N(ceil + 1)
+}
+
+// session runs one subscription on its own connection until it fails, its probe stops
+// coming back, or ctx is done. It reports whether the subscription became ready. Its
+// resync goroutine is added to wg: it may outlive the session by a read timeout.
+func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup) (wasReady bool, err error) {
+	gen := r.sessions.Add(1)
+	ps := r.client.PSubscribe(ctx, r.pattern)
+	// Closing the PubSub is the only way to interrupt a blocked read: on ctx done, and when
+	// the resync fails.
+	stopClose := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	sctx, cancel := context.WithCancel(ctx)
+	resyncErr := make(chan error, 1)
+	defer func() {
+		cancel()
+		stopClose()
+		_ = ps.Close()
+		wasReady = r.syncedGen.Load() == gen
+		r.liveGen.Store(0)
+		r.metrics.connected.Set(0)
+	}()
+
+	start := time.Now()
+	timeout := probeTimeouts * r.cfg.ProbeInterval
+	confirmed := false
+	for {
+		msg, err := ps.ReceiveTimeout(sctx, r.cfg.ProbeInterval)
+		if err != nil {
+			select {
+			case rerr := <-resyncErr:
+				return false, rerr
+			default:
+			}
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return false, fmt.Errorf("receive: %w", err)
+			}
+		}
+		if msg != nil {
+			// Bytes are arriving, so the connection is alive even if our probe is late: it
+			// may be queued behind a burst of events, and re-subscribing would lose them.
+			r.markHeard()
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.handle(m)
+		case *redis.Subscription:
+			if m.Kind != "psubscribe" || m.Channel != r.pattern || confirmed {
+				// Only a reconnect inside go-redis could do this, and it may have lost
+				// events: start over with a resync.
+				return false, fmt.Errorf("%w: %s %s", errUnsubscribed, m.Kind, m.Channel)
+			}
+			confirmed = true
+			r.markHeard()
+			r.liveGen.Store(gen)
+			r.metrics.connected.Set(1)
+			r.log.Info("redis subscription live", "pattern", r.pattern)
+			select {
+			case r.probeNow <- struct{}{}:
+			default:
+			}
+			wg.Go(func() {
+				if err := r.resync(sctx); err != nil {
+					if sctx.Err() == nil {
+						resyncErr <- err
+						_ = ps.Close()
+					}
+					return
+				}
+				r.syncedGen.Store(gen)
+			})
+		}
+		switch {
+		case !confirmed && time.Since(start) > timeout:
+			return false, fmt.Errorf("%w within %v", errConfirmTimeout, timeout)
+		case confirmed && r.sinceHeard() > timeout:
+			r.log.Warn("redis subscription silent: nothing arrived, not even the probe; re-subscribing",
+				"since", r.sinceHeard().Round(time.Millisecond), "probe_channel", r.probeChannel)
+			return false, fmt.Errorf("%w in %v", errProbeTimeout, timeout)
+		}
+	}
+}
+
+// handle validates one message from the subscription and puts it in the mailbox. It runs on
+// the read loop, so it never blocks.
+func (r *Redis) handle(m *redis.Message) {
+	now := time.Now()
+	name, ok := strings.CutPrefix(m.Channel, r.cfg.ChannelPrefix)
+	if !ok {
+		return
+	}
+	if strings.HasPrefix(name, "_") {
+		// Reserved: probes, ours or another instance's. Never forwarded to the hub.
+		if m.Channel == r.probeChannel {
+			r.probeArrived(m.Payload, now)
+		}
+		return
+	}
+	r.metrics.received.Inc()
+	if !validChannel(name) {
+		r.metrics.malformed.WithLabelValues(MalformedChannel).Inc()
+		r.malformedLog.Log(slog.LevelWarn, "ignoring event on an invalid channel name",
+			"channel", truncate(name, maxChannelLen))
+		return
+	}
+	p, err := wire.ParsePayload([]byte(m.Payload), r.cfg.MaxPayload)
+	if err != nil {
+		r.metrics.malformed.WithLabelValues(malformedReason(err)).Inc()
+		r.malformedLog.Log(slog.LevelWarn, "ignoring malformed event", "channel", name, "err", err)
+		return
+	}
+	r.mailbox.put(event{channel: name, payload: p, received: now})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func (r *Redis) probeArrived(payload string, now time.Time) {
+	sent, err := strconv.ParseInt(payload, 10, 64)
+	if err != nil {
+		return
+	}
+	if rtt := now.UnixNano() - sent; rtt >= 0 {
+		r.metrics.probeRTT.Observe(time.Duration(rtt).Seconds())
+	}
+}
+
+// probeLoop publishes this instance's probe every ProbeInterval while the subscription is
+// live, and prunes known every pruneInterval.
+func (r *Redis) probeLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.ProbeInterval)
+	defer t.Stop()
+	lastPrune := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.probeNow:
+		}
+		if r.liveGen.Load() != 0 {
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeInterval)
+			err := r.client.Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				r.probeLog.Log(slog.LevelWarn, "publishing the redis liveness probe failed", "err", err)
+			}
+		}
+		if time.Since(lastPrune) >= pruneInterval {
+			lastPrune = time.Now()
+			r.known.prune(r.hub.Channels(), lastPrune)
+		}
+	}
+}
+
+// dispatch moves events from the mailbox to the hub, then stores them as their channels'
+// latest (set-if-newer). It returns when the mailbox is closed.
+func (r *Redis) dispatch(ctx context.Context) {
+	var batch []event
+	for {
+		batch = r.mailbox.take(batch[:0], dispatchBatch)
+		if batch == nil {
+			return
+		}
+		for _, ev := range batch {
+			r.hub.Publish(wire.NewMessage(ev.channel, ev.payload, ev.received))
+			r.known.update(ev.channel, ev.payload)
+		}
+		// The hub has them: let the channels' next events go to the hub while these are
+		// stored (the script keeps the newest if two dispatchers store one channel).
+		r.mailbox.done(batch)
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		if _, err := r.storeBatch(sctx, batch, false); err != nil && ctx.Err() == nil {
+			r.storeLog.Log(slog.LevelWarn, "storing latest events failed (every instance stores them; the next resync writes them back)",
+				"err", err, "events", len(batch))
+		}
+		cancel()
+		clear(batch) // drop the payloads until the next take
+	}
+}
+
+// resync seeds the hub with the stored latest event of every channel it has subscribers
+// for, and writes back those the store lost or holds older (see the package documentation).
+func (r *Redis) resync(ctx context.Context) error {
+	snapshot := time.Now()
+	chans := r.hub.Channels()
+	var writeBack []event
+	seeded := 0
+	for start := 0; start < len(chans); start += resyncBatch {
+		part := chans[start:min(start+resyncBatch, len(chans))]
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.StringCmd, len(part))
+		for i, ch := range part {
+			cmds[i] = pipe.Get(ctx, r.latestKey(ch))
+		}
+		_, _ = pipe.Exec(ctx) // errors are read per command below; redis.Nil is not one
+		now := time.Now()
+		for i, ch := range part {
+			s, err := cmds[i].Result()
+			var stored wire.Payload
+			found := false
+			switch {
+			case errors.Is(err, redis.Nil):
+			case err != nil:
+				return fmt.Errorf("resync: get latest event: %w", err)
+			default:
+				p, err := decodeStored(s)
+				if err != nil {
+					r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", err)
+				} else {
+					stored, found = p, true
+				}
+			}
+			if k, ok := r.known.get(ch); ok && (!found || stored.Version().Less(k.Version())) {
+				writeBack = append(writeBack, event{channel: ch, payload: k, received: now})
+			}
+			if found {
+				r.known.update(ch, stored)
+				r.hub.Seed(ch, wire.NewMessage(ch, stored, now))
+				seeded++
+			} else {
+				r.hub.Seed(ch, nil)
+			}
+		}
+	}
+	written := 0
+	for start := 0; start < len(writeBack); start += resyncBatch {
+		n, err := r.storeBatch(ctx, writeBack[start:min(start+resyncBatch, len(writeBack))], true)
+		written += n
+		if err != nil {
+			return fmt.Errorf("resync: write back: %w", err)
+		}
+	}
+	r.known.prune(chans, snapshot)
+	r.log.Info("redis resync done", "channels", len(chans), "seeded", seeded, "written_back", written)
+	return nil
+}
