@@ -1,0 +1,100 @@
+package subscribe
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// Memory is the embedded broker of a single instance with no Redis: Publish hands events to
+// the hub directly and keeps each channel's newest one in memory for LatestTTL.
+type Memory struct {
+	hub Hub
+	ttl time.Duration
+
+	mu     sync.Mutex
+	latest map[string]memoryEntry // guarded by mu
+
+	running atomic.Bool // Run is running
+}
+
+type memoryEntry struct {
+	m       *hub.Message
+	expires time.Time
+}
+
+// NewMemory returns an embedded broker feeding h. Of cfg it uses LatestTTL only.
+func NewMemory(h Hub, cfg Config) *Memory {
+	cfg = cfg.withDefaults()
+	return &Memory{hub: h, ttl: cfg.LatestTTL, latest: make(map[string]memoryEntry)}
+}
+
+// Publish stores p as channel's latest event and hands it to the hub if it is newer than
+// the stored one; it reports false, and publishes nothing, otherwise. p must come from
+// wire.ParsePayload. It works whether or not Run is running.
+func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
+	if !validChannel(channel) {
+		return false, ErrChannel
+	}
+	if len(p.Raw) == 0 {
+		return false, ErrPayload
+	}
+	now := time.Now()
+	m := wire.NewMessage(channel, p, now)
+	b.mu.Lock()
+	if e, ok := b.latest[channel]; ok && now.Before(e.expires) && !e.m.Version.Less(m.Version) {
+		b.mu.Unlock()
+		return false, nil
+	}
+	b.latest[channel] = memoryEntry{m: m, expires: now.Add(b.ttl)}
+	b.mu.Unlock()
+	// Outside the lock: two racing publishers may reach the hub out of order, and the hub
+	// drops the older one.
+	b.hub.Publish(m)
+	return true, nil
+}
+
+// Latest returns channel's latest event, or nil if there is none or it expired. It never
+// fails.
+func (b *Memory) Latest(ctx context.Context, channel string) (*hub.Message, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.latest[channel]
+	if !ok || !time.Now().Before(e.expires) {
+		return nil, nil
+	}
+	return e.m, nil
+}
+
+// Ready reports whether Run is running: an in-process broker has nothing else to wait for.
+func (b *Memory) Ready() bool { return b.running.Load() }
+
+// Run forgets expired events periodically until ctx is done, then returns nil.
+func (b *Memory) Run(ctx context.Context) error {
+	b.running.Store(true)
+	defer b.running.Store(false)
+	t := time.NewTicker(min(b.ttl, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			b.sweep(now)
+		}
+	}
+}
+
+func (b *Memory) sweep(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch, e := range b.latest {
+		if !now.Before(e.expires) {
+			delete(b.latest, ch)
+		}
+	}
+}
