@@ -63,12 +63,14 @@ func runCoordinator(o *options) (bool, error) {
 		Problems: []string{},
 	}
 	c.sum.Generator.GoVersion = runtime.Version()
+	c.sum.Generator.LoadAvg1Start, _ = procstat.LoadAvg1()
 
 	runErr := c.run(addr, u.Host)
 	if runErr != nil {
 		c.problem("run aborted: %v", runErr)
 	}
 	c.stopWorkers()
+	c.sum.Generator.LoadAvg1End, _ = procstat.LoadAvg1()
 	c.sum.ElapsedS = time.Since(c.start).Seconds()
 	c.sum.OK = runErr == nil && c.judge()
 	line, err := json.Marshal(c.sum)

@@ -92,3 +92,16 @@ func ParseStatCPU(b []byte) (time.Duration, error) {
 	}
 	return time.Duration(ut+st) * time.Second / userHZ, nil
 }
+
+// LoadAvg1 returns the host's 1-minute load average from /proc/loadavg.
+func LoadAvg1() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return 0, fmt.Errorf("empty /proc/loadavg")
+	}
+	return strconv.ParseFloat(string(f[0]), 64)
+}

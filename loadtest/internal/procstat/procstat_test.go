@@ -43,4 +43,7 @@ func TestReadSelf(t *testing.T) {
 	if _, err := ReadCPU(os.Getpid()); err != nil {
 		t.Fatal(err)
 	}
+	if l, err := LoadAvg1(); err != nil || l < 0 {
+		t.Fatalf("LoadAvg1 = %v, %v", l, err)
+	}
 }

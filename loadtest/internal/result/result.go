@@ -100,6 +100,10 @@ type Generator struct {
 	CPUS        float64 `json:"cpu_s"`         // all processes, user+system
 	MaxRSSBytes int64   `json:"max_rss_bytes"` // largest worker
 	GoVersion   string  `json:"go_version"`
+	// LoadAvg1 is the host's 1-minute load average (/proc/loadavg) at the start
+	// and the end of the run: other work on the machine makes figures noisy.
+	LoadAvg1Start float64 `json:"loadavg1_start"`
+	LoadAvg1End   float64 `json:"loadavg1_end"`
 }
 
 // PhaseLog records when each phase ended, relative to the start.
