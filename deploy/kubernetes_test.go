@@ -179,12 +179,14 @@ func TestKubernetesKubectl(t *testing.T) {
 		t.Fatal("kubectl not found: run scripts/ops-deps (installs Debian's kubernetes-client)")
 	}
 	// A kubeconfig that points nowhere reachable: nothing here may talk to a cluster
-	// (kubectl's default, localhost:8080, is the gateway's port).
+	// (kubectl's default, localhost:8080, is the gateway's port). It has a token so that
+	// older kubectl releases (Debian's 1.20) do not prompt for a user name.
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
 kind: Config
 clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
-contexts: [{name: none, context: {cluster: none}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
 current-context: none
 `), 0o600); err != nil {
 		t.Fatal(err)
@@ -209,7 +211,7 @@ current-context: none
 		t.Fatal(err)
 	}
 	// --local: kubectl decodes every object itself and contacts no server.
-	out := run("label", "--local", "--dry-run=client", "-o", "name", "-f", rendFile, "deploy-test=ok")
+	out := run("label", "--local", "-o", "name", "-f", rendFile, "deploy-test=ok")
 	var got []string
 	for _, l := range strings.Fields(string(out)) {
 		kind, name, _ := strings.Cut(l, "/")
