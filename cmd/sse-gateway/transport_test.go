@@ -1,0 +1,199 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key, and returns their
+// paths and a pool trusting the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sse-gateway test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, pool
+}
+
+// With --tls-cert/--tls-key the gateway serves HTTPS with HTTP/2, and streams over h2
+// receive events; several streams share one connection.
+func TestTLSStreamsOverHTTP2(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSigned(t)
+	g := startGateway(t, "--tls-cert", certFile, "--tls-key", keyFile)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	g.waitReady(c)
+
+	s1 := mustOpen(t, c, g.streamURL(testKeys["k1"], "h2chan"))
+	s2 := mustOpen(t, c, g.streamURL(testKeys["k2"], "h2chan"))
+	for _, s := range []*sseStream{s1, s2} {
+		if s.resp.ProtoMajor != 2 || s.resp.TLS == nil {
+			t.Fatalf("stream protocol %s (TLS %v), want HTTP/2 over TLS", s.resp.Proto, s.resp.TLS != nil)
+		}
+		if ct := s.resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type %q", ct)
+		}
+		if s.resp.Header.Get("Connection") != "" {
+			t.Fatal("Connection header on HTTP/2 (forbidden there)")
+		}
+	}
+	g.publish(c, "h2chan", `"v1"`, 1700000000000)
+	for i, s := range []*sseStream{s1, s2} {
+		var ev struct {
+			Channel string `json:"channel"`
+			Data    string `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(s.data(t, 5*time.Second)), &ev); err != nil || ev.Channel != "h2chan" {
+			t.Fatalf("stream %d: event %+v (%v)", i+1, ev, err)
+		}
+	}
+	if open := g.openStreams(c, "h2"); open != 2 {
+		t.Fatalf("sse_gateway_streams_open{protocol=h2} = %v, want 2", open)
+	}
+
+	// Plain HTTP on the TLS port gets no stream.
+	plain := newClient(t)
+	resp, err := plain.Get("http://" + g.addr + "/healthz")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("plain HTTP served on the TLS listener")
+		}
+	}
+}
+
+// openStreams reads sse_gateway_streams_open summed over keys for one protocol from /metrics.
+func (g *gateway) openStreams(c *http.Client, protocol string) float64 {
+	g.t.Helper()
+	resp, err := c.Get(g.url("/metrics"))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "sse_gateway_streams_open{") && strings.Contains(line, `protocol="`+protocol+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				g.t.Fatalf("metric line %q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}
+
+// A client that never finishes its request headers (slowloris) is cut off after
+// --read-header-timeout; one that does gets its answer.
+func TestSlowHeadersAreCutOff(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, "--read-header-timeout", "300ms")
+	conn, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, "GET /event-stream?channels=a&key=x HTTP/1.1\r\nHost: gw\r\nX-Slow: "); err != nil {
+		t.Fatal(err)
+	}
+	// Trickle a byte now and then, as slowloris does; the deadline is for the whole header.
+	go func() {
+		for range 20 {
+			time.Sleep(50 * time.Millisecond)
+			if _, err := conn.Write([]byte("a")); err != nil {
+				return
+			}
+		}
+	}()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, conn) // returns at EOF (or reset) once the server hangs up
+	took := time.Since(start)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %v", took)
+	}
+	if took < 250*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("slow client cut after %v, want about the 300ms read-header timeout", took)
+	}
+
+	c := newClient(t)
+	if code := status(t, c, g.url("/healthz")); code != http.StatusOK {
+		t.Fatalf("/healthz = %d", code)
+	}
+}
+
+// The HTTP server settings that protect the listener.
+func TestHTTPServerLimits(t *testing.T) {
+	t.Parallel()
+	s := newHTTPServer(http.NotFoundHandler(), 5*time.Second, slog.New(slog.DiscardHandler))
+	if s.ReadHeaderTimeout != 5*time.Second || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 {
+		t.Fatalf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d: all must be set", s.ReadHeaderTimeout, s.IdleTimeout, s.MaxHeaderBytes)
+	}
+	if s.WriteTimeout != 0 || s.ReadTimeout != 0 {
+		t.Fatal("WriteTimeout/ReadTimeout would cut long-lived streams")
+	}
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	serveFlags(fs, &cfg)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadHeaderTime != 5*time.Second {
+		t.Fatalf("--read-header-timeout defaults to %v, want 5s", cfg.ReadHeaderTime)
+	}
+}
