@@ -194,7 +194,7 @@ func TestConcurrentAcquiresNeverExceedTheLimit(t *testing.T) {
 // running keeps its share well past TTL.
 func TestCrashedInstanceShareExpires(t *testing.T) {
 	srv := redistest.Start(t)
-	const ttl = 600 * time.Millisecond
+	const ttl = time.Second
 	crashed := newQuota(t, srv.Addr(), Config{Limit: 4, Instance: "crashed", TTL: ttl})
 	alive := newQuota(t, srv.Addr(), Config{Limit: 4, Instance: "alive", TTL: ttl})
 	other := newQuota(t, srv.Addr(), Config{Limit: 4, Instance: "other", TTL: ttl})
