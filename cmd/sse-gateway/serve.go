@@ -169,7 +169,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "sse_gateway", Name: "ready",
-		Help: "1 while the instance is ready for traffic (broker subscription live, not draining).",
+		Help: "1 while the instance is ready for traffic (broker subscription live, keys loaded, not draining).",
 	}, func() float64 {
 		if ready() {
 			return 1
@@ -226,7 +226,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8) // room for every goroutine below: a send must never block
 	goRun := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
