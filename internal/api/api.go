@@ -67,7 +67,18 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err = dec.Decode(&req)
+	if err == nil && dec.More() {
+		err = errors.New("data after the JSON object")
+	}
+	if err == nil {
+		// Decode stops at the end of the object; anything but white space after it is a
+		// body that was not one JSON object.
+		if _, tokErr := dec.Token(); tokErr != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	if err != nil {
 		stream.WriteError(w, http.StatusBadRequest, "body must be {\"channel\":\"...\",\"data\":{...}}: "+err.Error())
 		return
 	}

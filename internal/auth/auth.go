@@ -33,9 +33,10 @@ type Key struct {
 	Channels []string
 }
 
-// ID names one secret of a key: two secrets sharing a name have different IDs, so rotating a
-// key's secret revokes the streams opened with the old one.
-func (k Key) ID() string { return k.Name + "/" + hex.EncodeToString(k.Hash[:4]) }
+// ID names one secret (a prefix of its hash, never the secret): rotating a key's secret
+// revokes the streams opened with the old one, while renaming a key or moving it between
+// sources does not.
+func (k Key) ID() string { return hex.EncodeToString(k.Hash[:12]) }
 
 // Allows reports whether the key may subscribe to channel.
 func (k Key) Allows(channel string) bool {
@@ -90,8 +91,13 @@ func (s *Store) SetSource(source string, keys []Key) (revoked []string) {
 	defer s.mu.Unlock()
 	s.sources[source] = append([]Key(nil), keys...)
 	next := make(map[[32]byte]Key)
-	for _, ks := range s.sources {
-		for _, k := range ks {
+	names := make([]string, 0, len(s.sources))
+	for name := range s.sources {
+		names = append(names, name)
+	}
+	sort.Strings(names) // a secret held by two sources gets the same name on every reload
+	for _, src := range names {
+		for _, k := range s.sources[src] {
 			if prev, ok := next[k.Hash]; ok {
 				// The same secret in two sources: allow the union of their channels.
 				k.Channels = append(append([]string(nil), prev.Channels...), k.Channels...)

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,7 @@ type Subscription struct {
 	// offered on chans[i]. Both are guarded by chans[i].mu.
 	pos  []int
 	sent []Version
+	gone atomic.Bool // set by the first Unsubscribe
 }
 
 type task struct {
@@ -224,10 +226,9 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 
 // Unsubscribe removes s from all its channels. It is idempotent.
 func (h *Hub) Unsubscribe(s *Subscription) {
-	if s == nil {
+	if s == nil || s.gone.Swap(true) {
 		return
 	}
-	removed := false
 	for i, ch := range s.chans {
 		if ch == nil {
 			continue
@@ -254,11 +255,8 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 			delete(sh.chans, ch.name)
 		}
 		sh.mu.Unlock()
-		removed = true
 	}
-	if removed {
-		h.metrics.subscriptions.Dec()
-	}
+	h.metrics.subscriptions.Dec()
 }
 
 // Publish offers m to every subscription of its channel that has not yet been offered m's
@@ -322,7 +320,8 @@ func (h *Hub) publish(m *Message, seed bool) int {
 func (h *Hub) fanoutLocked(slots []slot, m *Message) int {
 	n := len(slots)
 	if n < h.cfg.ParallelFanout || h.cfg.Workers < 2 {
-		return deliver(slots, m)
+		deliver(slots, m)
+		return n
 	}
 	parts := h.cfg.Workers + 1
 	size := (n + parts - 1) / parts
@@ -343,8 +342,7 @@ func (h *Hub) fanoutLocked(slots []slot, m *Message) int {
 }
 
 // deliver is the per-subscriber hot loop: no allocation, no lock, one interface call.
-func deliver(slots []slot, m *Message) int {
-	n := 0
+func deliver(slots []slot, m *Message) {
 	for _, sl := range slots {
 		s := sl.sub
 		if !s.sent[sl.idx].Less(m.Version) {
@@ -352,9 +350,7 @@ func deliver(slots []slot, m *Message) int {
 		}
 		s.sent[sl.idx] = m.Version
 		s.sink.Offer(sl.idx, m)
-		n++
 	}
-	return n
 }
 
 // Latest returns the newest message the hub holds for channel, or nil.

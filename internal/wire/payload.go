@@ -64,33 +64,32 @@ func ParsePayload(raw []byte, max int) (Payload, error) {
 	if !utf8.Valid(raw) {
 		return Payload{}, ErrNotObject
 	}
-	var fields struct {
-		ETag         *json.RawMessage `json:"etag"`
-		LastModified *json.RawMessage `json:"lastModified"`
-		Type         *json.RawMessage `json:"type"`
-	}
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Payload{}, ErrNotObject
 	}
+	// A map, not a struct: encoding/json matches struct fields case-insensitively, but SDKs
+	// read exactly "etag" and "lastModified" (and, like JSON.parse, the last duplicate).
+	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(trimmed, &fields); err != nil {
 		return Payload{}, fmt.Errorf("%w: %v", ErrNotObject, err)
 	}
 	var p Payload
-	if fields.ETag == nil || json.Unmarshal(*fields.ETag, &p.ETag) != nil || p.ETag == "" {
+	if etag, ok := fields["etag"]; !ok || json.Unmarshal(etag, &p.ETag) != nil || p.ETag == "" {
 		return Payload{}, ErrETag
 	}
-	if fields.LastModified == nil {
+	lmRaw, ok := fields["lastModified"]
+	if !ok {
 		return Payload{}, ErrLastModified
 	}
-	lm, err := strconv.ParseInt(string(*fields.LastModified), 10, 64)
+	lm, err := strconv.ParseInt(string(lmRaw), 10, 64)
 	if err != nil || lm < 0 {
 		return Payload{}, ErrLastModified
 	}
 	p.LastModified = lm
-	if fields.Type != nil && string(*fields.Type) != "null" {
+	if typ, ok := fields["type"]; ok && string(typ) != "null" {
 		var s string
-		if json.Unmarshal(*fields.Type, &s) != nil {
+		if json.Unmarshal(typ, &s) != nil {
 			return Payload{}, ErrType
 		}
 	}
