@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sse-gateway/sse-gateway/internal/stream"
 	"github.com/sse-gateway/sse-gateway/internal/subscribe"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -41,7 +40,7 @@ func runPublish(args []string) int {
 		}
 		return 2
 	}
-	if !stream.ValidChannel(*channel) || *etag == "" {
+	if !wire.ValidChannel(*channel) || *etag == "" {
 		fmt.Fprintln(os.Stderr, "sse-gateway publish: --channel (a valid channel name) and --etag are required")
 		return 2
 	}

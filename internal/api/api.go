@@ -82,7 +82,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stream.WriteError(w, http.StatusBadRequest, "body must be {\"channel\":\"...\",\"data\":{...}}: "+err.Error())
 		return
 	}
-	if !stream.ValidChannel(req.Channel) {
+	if !wire.ValidChannel(req.Channel) {
 		stream.WriteError(w, http.StatusBadRequest, "invalid channel name")
 		return
 	}

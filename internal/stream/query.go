@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+
+	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
 // Query limits that are not configurable: they bound the work one request can cause before
@@ -11,7 +13,6 @@ import (
 const (
 	maxQueryLen      = 8 << 10
 	maxKeyLen        = 512
-	maxChannelLen    = 200
 	maxChannelsLimit = 256
 )
 
@@ -66,7 +67,7 @@ func parseQuery(raw string, maxChannels int) (request, error) {
 		return request{}, ErrTooManyChannels
 	}
 	for _, ch := range strings.Split(list, ",") {
-		if !ValidChannel(ch) {
+		if !wire.ValidChannel(ch) {
 			return request{}, ErrBadChannel
 		}
 		dup := false
@@ -78,23 +79,6 @@ func parseQuery(raw string, maxChannels int) (request, error) {
 		}
 	}
 	return req, nil
-}
-
-// ValidChannel reports whether name is a channel a client may subscribe to: 1-200 bytes of
-// [A-Za-z0-9_.:-], starting with a letter or digit (names starting with '_' are reserved
-// for the gateway's own probes).
-func ValidChannel(name string) bool {
-	if name == "" || len(name) > maxChannelLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || (c != '_' && c != '.' && c != ':' && c != '-')) {
-			return false
-		}
-	}
-	return true
 }
 
 func printable(s string) bool {

@@ -95,22 +95,3 @@ var ErrChannel = errors.New("invalid channel name")
 
 // ErrPayload is returned by Publish for a payload that did not come from wire.ParsePayload.
 var ErrPayload = errors.New("empty payload: parse it with wire.ParsePayload")
-
-const maxChannelLen = 200
-
-// validChannel reports whether name is a channel a stream can subscribe to (the contract's
-// rule, which the stream endpoint applies too): an event on any other channel is not worth
-// storing.
-func validChannel(name string) bool {
-	if name == "" || len(name) > maxChannelLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || (c != '_' && c != '.' && c != ':' && c != '-')) {
-			return false
-		}
-	}
-	return true
-}

@@ -37,7 +37,7 @@ func NewMemory(h Hub, cfg Config) *Memory {
 // the stored one; it reports false, and publishes nothing, otherwise. p must come from
 // wire.ParsePayload. It works whether or not Run is running.
 func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
-	if !validChannel(channel) {
+	if !wire.ValidChannel(channel) {
 		return false, ErrChannel
 	}
 	if len(p.Raw) == 0 {

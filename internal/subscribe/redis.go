@@ -308,10 +308,10 @@ func (r *Redis) handle(m *redis.Message) {
 		return
 	}
 	r.metrics.received.Inc()
-	if !validChannel(name) {
+	if !wire.ValidChannel(name) {
 		r.metrics.malformed.WithLabelValues(MalformedChannel).Inc()
 		r.malformedLog.Log(slog.LevelWarn, "ignoring event on an invalid channel name",
-			"channel", truncate(name, maxChannelLen))
+			"channel", truncate(name, wire.MaxChannelLen))
 		return
 	}
 	p, err := wire.ParsePayload([]byte(m.Payload), r.cfg.MaxPayload)

@@ -84,7 +84,7 @@ func (r *Redis) storeArgs(channel string, p wire.Payload, publish bool) []any {
 // if it is newer than the stored one. It reports false, and publishes nothing, when the
 // stored event is the same version or newer. p must come from wire.ParsePayload.
 func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
-	if !validChannel(channel) {
+	if !wire.ValidChannel(channel) {
 		return false, ErrChannel
 	}
 	if len(p.Raw) == 0 {
