@@ -100,6 +100,14 @@ func requireExecutable(t testing.TB, name string) string {
 	return p
 }
 
+// envInt returns the integer in $name, or def when it is unset or not a positive integer.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()

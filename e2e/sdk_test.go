@@ -10,10 +10,12 @@ import (
 	"time"
 )
 
+// flips is how many changes each test publishes and times: 5, or $E2E_FLIPS (more samples for
+// docs/CLIENTS.md).
+var flips = envInt("E2E_FLIPS", 5)
+
 const (
 	flagKey = "e2e-flag"
-	// flips is how many config changes each SDK test publishes (and times).
-	flips = 5
 	// updateBudget bounds publish -> new value. Both SDKs poll every 60 s (server) or never
 	// (client), so anything near this budget means SSE did not do its job.
 	updateBudget = 5 * time.Second
@@ -72,6 +74,7 @@ func TestNodeServerSDK(t *testing.T) {
 		key    = "e2e-key-node-server"
 		client = "node-server-sdk"
 	)
+	requireNodeModules(t)
 	channel := devcycleChannel("dvc_server", t.Name())
 	rs := startRedis(t)
 	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_server_*")})
@@ -154,6 +157,7 @@ func TestJSClientSDK(t *testing.T) {
 		key    = "e2e-key-js-client"
 		client = "js-client-sdk"
 	)
+	requireNodeModules(t)
 	channel := devcycleChannel("dvc_client", t.Name())
 	rs := startRedis(t)
 	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_client_*")})
