@@ -378,7 +378,6 @@ func setUpKeys(cfg serveConfig, keys *auth.Store, log *slog.Logger) (string, err
 // file keeps the old keys: a typo must not lock every SDK out.
 func reloadKeys(cfg serveConfig, keys *auth.Store, streams *stream.Server, log *slog.Logger) {
 	if cfg.KeysFile == "" {
-		log.Info("SIGHUP: no --keys-file to reload")
 		return
 	}
 	ks, err := auth.LoadFile(cfg.KeysFile)

@@ -115,6 +115,16 @@ func (s *Store) SetSource(source string, keys []Key) (revoked []string) {
 	return revoked
 }
 
+// Known reports whether the secret with this ID (see Key.ID) is still configured.
+func (s *Store) Known(id string) bool {
+	for _, k := range *s.snap.Load() {
+		if k.ID() == id {
+			return true
+		}
+	}
+	return false
+}
+
 // Len reports how many distinct keys are configured.
 func (s *Store) Len() int { return len(*s.snap.Load()) }
 

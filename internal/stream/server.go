@@ -35,6 +35,8 @@ import (
 // Authorizer resolves a stream's key; *auth.Store satisfies it.
 type Authorizer interface {
 	Authorize(secret string, channels []string) (auth.Grant, error)
+	// Known reports whether a grant's secret is still configured.
+	Known(id string) bool
 }
 
 // Store answers a channel's newest event when the hub has not seen the channel yet (after a
@@ -118,8 +120,10 @@ type Server struct {
 	origins   map[string]bool
 	limiter   *rate.Limiter
 
-	nextID   atomic.Uint64
-	draining atomic.Bool
+	nextID    atomic.Uint64
+	draining  atomic.Bool
+	revokeGen atomic.Uint64 // bumped by CloseKeys
+	quotaLog  atomic.Int64  // unix nanos of the last "quota unavailable" log line
 
 	mu      sync.Mutex
 	streams map[uint64]stream
@@ -142,6 +146,7 @@ type streamBase struct {
 	sub      *hub.Subscription
 	expires  time.Time // zero: no lifetime limit
 	release  func()    // key quota release; nil when none
+	gen      uint64    // revokeGen when the key was authorised
 }
 
 func (b *streamBase) base() *streamBase { return b }
@@ -238,7 +243,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := s.clientIP(r)
-	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip}
+	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: s.revokeGen.Load()}
 	if status, msg, retry := s.admit(b); status != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		s.refuse(w, status, msg)
@@ -247,8 +252,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.quota != nil {
 		release, ok, err := s.quota.Acquire(r.Context(), grant.Name)
 		if err != nil {
-			// A quota store outage must not take streaming down: admit and log.
-			s.log.Warn("key quota unavailable; admitting stream", "key", grant.Name, "err", err)
+			// A quota store outage must not take streaming down: admit, and log at most
+			// once a second however many streams arrive.
+			now, last := time.Now().UnixNano(), s.quotaLog.Load()
+			if now-last > int64(time.Second) && s.quotaLog.CompareAndSwap(last, now) {
+				s.log.Warn("key quota unavailable; admitting streams", "key", grant.Name, "err", err)
+			}
 		} else if !ok {
 			s.unadmit(b)
 			w.Header().Set("Retry-After", strconv.Itoa(5+rand.IntN(10)))
@@ -322,13 +331,18 @@ func (s *Server) decIPLocked(ip netip.Addr) {
 	}
 }
 
-// register records an opened stream, so that Drain and CloseKeys can reach it.
+// register records an opened stream, so that Drain and CloseKeys can reach it. A key
+// revoked between the stream's authorisation and here closes it at once: CloseKeys could not
+// see it yet.
 func (s *Server) register(st stream) {
 	b := st.base()
 	s.mu.Lock()
 	s.streams[b.id] = st
 	s.mu.Unlock()
 	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Inc()
+	if s.revokeGen.Load() != b.gen && !s.auth.Known(b.grant.ID) {
+		st.close(CloseRevoked, 0)
+	}
 }
 
 // forget removes a closed stream from the registry and the hub. It is called exactly once
@@ -409,6 +423,7 @@ func (s *Server) CloseKeys(ids []string) int {
 	if len(ids) == 0 {
 		return 0
 	}
+	s.revokeGen.Add(1)
 	gone := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		gone[id] = true
