@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/sse-gateway/sse-gateway/internal/auth"
 )
 
@@ -87,12 +85,11 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	opts, err := redis.ParseURL(*redisURL)
+	rdb, err := newRedisClient(*redisURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "sse-gateway keys %s: --redis-url: %v\n", sub, err)
+		fmt.Fprintf(stderr, "sse-gateway keys %s: %v\n", sub, err)
 		return 2
 	}
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	rk := auth.NewRedisKeys(rdb, *prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/sse-gateway/sse-gateway/internal/subscribe"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -60,12 +58,11 @@ func runPublish(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *redisURL != "" {
-		opts, err := redis.ParseURL(*redisURL)
+		rdb, err := newRedisClient(*redisURL)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "sse-gateway publish: --redis-url:", err)
+			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 			return 2
 		}
-		rdb := redis.NewClient(opts)
 		defer rdb.Close()
 		r := subscribe.NewRedis(rdb, nil, subscribe.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl}, nil, nil)
 		published, err := r.Publish(ctx, *channel, payload)

@@ -106,6 +106,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ProbeInterval: cfg.ProbeInterval,
 		InstanceID:    cfg.InstanceID,
 	}
+	if err := subCfg.Validate(); err != nil {
+		return err
+	}
 	var (
 		b   broker
 		rdb redis.UniversalClient
@@ -113,11 +116,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if cfg.RedisURL == "" {
 		b = subscribe.NewMemory(h, subCfg)
 	} else {
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("--redis-url: %w", err)
+		var err error
+		if rdb, err = newRedisClient(cfg.RedisURL); err != nil {
+			return err
 		}
-		rdb = redis.NewClient(opts)
 		defer rdb.Close()
 		b = subscribe.NewRedis(rdb, h, subCfg, log, reg)
 	}
@@ -176,6 +178,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 		return 0
 	}))
+
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "sse_gateway", Name: "streams_limit",
+		Help: "The instance's stream limit (--max-streams); 0 when unlimited.",
+	}, func() float64 { return float64(cfg.MaxStreams) }))
 
 	health := &api.Health{Ready: ready}
 	r := mux.NewRouter()
