@@ -47,6 +47,7 @@ type serveConfig struct {
 	Pprof            bool
 	InstanceID       string
 	ReadHeaderTime   time.Duration
+	MetricsChannels  string
 }
 
 // serveFlags defines the serve flags on fs, bound to cfg. It is the single source of the
@@ -79,6 +80,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For gives the client address")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on --metrics-addr (never on --addr)")
+	fs.StringVar(&cfg.MetricsChannels, "metrics-channels", "", "comma-separated channel patterns ('*' wildcard) whose names may appear as metric labels (sse_gateway_channel_*); empty: none")
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "name of this instance in logs and probes; empty uses hostname and pid")
 	fs.DurationVar(&cfg.ReadHeaderTime, "read-header-timeout", 5*time.Second, "a connection that has not sent complete request headers in this time is closed (slowloris)")
 }

@@ -95,7 +95,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(buildInfo())
 
-	h := hub.New(hub.Config{}, reg)
+	h := hub.New(hub.Config{LabelChannel: channelLabeler(cfg.MetricsChannels)}, reg)
 	defer h.Close()
 
 	subCfg := subscribe.Config{
@@ -407,4 +407,25 @@ func buildInfo() prometheus.Collector {
 	}, []string{"version", "goversion"})
 	g.WithLabelValues(version, runtime.Version()).Set(1)
 	return g
+}
+
+// channelLabeler turns --metrics-channels into the hub's allow-list; nil when empty.
+func channelLabeler(patterns string) func(string) bool {
+	var ps []string
+	for _, p := range strings.Split(patterns, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	return func(channel string) bool {
+		for _, p := range ps {
+			if auth.Match(p, channel) {
+				return true
+			}
+		}
+		return false
+	}
 }

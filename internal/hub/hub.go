@@ -69,6 +69,10 @@ type Config struct {
 	ParallelFanout int
 	// Workers is the number of fan-out worker goroutines (default GOMAXPROCS).
 	Workers int
+	// LabelChannel reports whether a channel may appear as a metric label value
+	// (sse_gateway_channel_*). Nil labels none: channel names are unbounded, so an operator
+	// opts channels in explicitly.
+	LabelChannel func(channel string) bool
 }
 
 // Hub routes messages to subscriptions. All methods are safe for concurrent use.
@@ -91,8 +95,9 @@ type shard struct {
 // channel holds one channel's subscriptions. mu is held by Publish for a whole fan-out, which
 // is what makes per-channel delivery ordered without any per-subscriber lock.
 type channel struct {
-	name string
-	refs int // guarded by the shard's mu: subscriptions registered or registering
+	name    string
+	refs    int  // guarded by the shard's mu: subscriptions registered or registering
+	labeled bool // per-channel metrics are kept for it (fixed at creation)
 
 	mu     sync.Mutex
 	slots  []slot
@@ -200,7 +205,7 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		sh.mu.Lock()
 		ch := sh.chans[name]
 		if ch == nil {
-			ch = &channel{name: name}
+			ch = &channel{name: name, labeled: h.cfg.LabelChannel != nil && h.cfg.LabelChannel(name)}
 			sh.chans[name] = ch
 		}
 		ch.refs++
@@ -211,6 +216,9 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		s.pos[i] = len(ch.slots)
 		s.sent[i] = floor
 		ch.slots = append(ch.slots, slot{sub: s, idx: i})
+		if ch.labeled {
+			h.metrics.chanSubs.WithLabelValues(name).Inc()
+		}
 		if !ch.seeded {
 			unseeded = append(unseeded, i)
 		}
@@ -244,6 +252,9 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 		if cap(ch.slots) > 64 && len(ch.slots) < cap(ch.slots)/4 {
 			// Give back the memory of a channel that lost most of its subscribers.
 			ch.slots = append(make([]slot, 0, cap(ch.slots)/2), ch.slots...)
+		}
+		if ch.labeled {
+			h.metrics.chanSubs.WithLabelValues(ch.name).Dec()
 		}
 		ch.mu.Unlock()
 		s.chans[i] = nil
@@ -309,6 +320,9 @@ func (h *Hub) publish(m *Message, seed bool) int {
 	ch.latest = m
 	ch.seeded = true
 	n := h.fanoutLocked(ch.slots, m)
+	if ch.labeled {
+		h.metrics.chanEvents.WithLabelValues(ch.name).Inc()
+	}
 	if !m.Received.IsZero() {
 		h.metrics.fanout.Observe(time.Since(m.Received).Seconds())
 	}

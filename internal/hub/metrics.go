@@ -18,6 +18,8 @@ type metrics struct {
 	dropped       *prometheus.CounterVec
 	subscriptions prometheus.Gauge
 	channels      prometheus.GaugeFunc
+	chanSubs      *prometheus.GaugeVec
+	chanEvents    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,11 +37,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "subscriptions",
 			Help: "Subscriptions registered in the hub (one per open stream).",
 		}),
+		chanSubs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "channel_subscriptions",
+			Help: "Subscriptions per channel, for the channels an operator allow-listed (--metrics-channels).",
+		}, []string{"channel"}),
+		chanEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "channel_events_total",
+			Help: "Events fanned out per channel, for the channels an operator allow-listed (--metrics-channels).",
+		}, []string{"channel"}),
 	}
 	m.dropped.WithLabelValues(DropStale)
 	m.dropped.WithLabelValues(DropDuplicate)
 	if reg != nil {
-		reg.MustRegister(m.fanout, m.dropped, m.subscriptions)
+		reg.MustRegister(m.fanout, m.dropped, m.subscriptions, m.chanSubs, m.chanEvents)
 	}
 	return m
 }
