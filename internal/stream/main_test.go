@@ -415,3 +415,15 @@ func (e *env) streamPath(key string, channels ...string) string {
 func testutilGauge(e *env, key, protocol string) float64 {
 	return testutil.ToFloat64(e.srv.metrics.open.WithLabelValues(key, protocol))
 }
+
+func testutilCounter(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }
+
+// waitLast waits until the newest event the stream delivered has id.
+func (c *sseClient) waitLast(id string) {
+	c.t.Helper()
+	eventually(c.t, "last event "+id, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.events) > 0 && c.events[len(c.events)-1].ID == id
+	})
+}

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package stream
+
+import (
+	"testing"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+)
+
+func pendingOfPoll(t testing.TB, st stream) []*hub.Message {
+	t.Helper()
+	t.Fatalf("stream %T: streams are only taken over on Linux", st)
+	return nil
+}

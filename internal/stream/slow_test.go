@@ -1,0 +1,173 @@
+package stream
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+)
+
+// bigPad makes each event about 32 KiB, so that a few hundred of them are more than any
+// kernel socket buffer on this machine can hold (tcp_wmem max is 4 MiB).
+var bigPad = `,"pad":"` + strings.Repeat("p", 32<<10) + `"`
+
+const burst = 200 // 200 x 32 KiB = 6.4 MiB
+
+// dialNonReader connects with a tiny receive buffer, sends a stream request for the
+// "server" key (so the test can find its stream) and then never reads.
+func (e *env) dialNonReader(channel string) *rawConn {
+	e.t.Helper()
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c := e.dialRaw(d)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gw\r\n\r\n", e.streamPath(secretServer, channel))
+	return c
+}
+
+// streamOfKey finds the open stream of a key name.
+func (e *env) streamOfKey(name string) stream {
+	e.t.Helper()
+	var found stream
+	eventually(e.t, "the stream of key "+name, func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		for _, st := range e.srv.streams {
+			if st != nil && st.base().grant.Name == name {
+				found = st
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// pendingOf reads a stream's pending slots under its lock.
+func pendingOf(t testing.TB, st stream) []*hub.Message {
+	t.Helper()
+	switch s := st.(type) {
+	case *loopStream:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return append([]*hub.Message(nil), s.pending...)
+	default:
+		return pendingOfPoll(t, st)
+	}
+}
+
+// TestSlowClientKeepsOnlyNewest: a client that stops reading holds at most the newest
+// pending event of its channel (memory is bounded whatever is published), while the other
+// clients of the channel receive every publish, one after the other.
+func TestSlowClientKeepsOnlyNewest(t *testing.T) {
+	for _, m := range modes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			e := startEnv(t, m, Config{WriteTimeout: time.Hour, Heartbeat: time.Hour})
+			const ch = "dvc_server_c"
+			fast := make([]*sseClient, 3)
+			for i := range fast {
+				fast[i] = e.connect(e.url(secretAll, ch), nil)
+			}
+			e.dialNonReader(ch)
+			slow := e.streamOfKey("server")
+			coalesced0 := testutilCounter(e.srv.metrics.coalesced)
+
+			var sent []string
+			var last *hub.Message
+			for i := range burst {
+				last = e.publish(ch, int64(1000+i), bigPad)
+				sent = append(sent, last.ID)
+				// Every fast client gets this publish before the next one is made.
+				for _, f := range fast {
+					f.waitLast(last.ID)
+				}
+			}
+			for i, f := range fast {
+				if ids := f.ids(); strings.Join(ids, ",") != strings.Join(sent, ",") {
+					t.Fatalf("fast client %d got %d events, want all %d in order", i, len(ids), len(sent))
+				}
+			}
+			if got := testutilCounter(e.srv.metrics.coalesced) - coalesced0; got < 1 {
+				t.Fatalf("events_coalesced_total grew by %v while a client did not read %d MiB", got, burst*32>>10)
+			}
+			p := pendingOf(t, slow)
+			if len(p) != 1 || p[0] != last {
+				t.Fatalf("slow stream pending = %v, want only the newest (%s)", p, last.ID)
+			}
+			if e.srv.Open() != len(fast)+1 {
+				t.Fatalf("open = %d", e.srv.Open())
+			}
+		})
+	}
+}
+
+// TestSlowClientClosed: a client that cannot take a write within WriteTimeout is closed as
+// "slow", and the others keep receiving.
+func TestSlowClientClosed(t *testing.T) {
+	for _, m := range modes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			e := startEnv(t, m, Config{WriteTimeout: 300 * time.Millisecond, Heartbeat: 80 * time.Millisecond})
+			const ch = "dvc_server_c"
+			fast := e.connect(e.url(secretAll, ch), nil)
+			e.dialNonReader(ch)
+			e.streamOfKey("server")
+			for i := 0; i < burst && e.srv.Open() == 2; i++ {
+				m := e.publish(ch, int64(1000+i), bigPad)
+				fast.waitLast(m.ID)
+			}
+			eventually(t, "the slow client to be closed", func() bool { return e.srv.Open() == 1 })
+			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {
+				t.Fatalf("closes{slow} = %v (client=%v)", got, e.counter(e.srv.metrics.closes, CloseClient))
+			}
+			after := e.publish(ch, 99999, "")
+			fast.waitLast(after.ID)
+		})
+	}
+}
+
+// TestNonReaderWithSmallBacklogClosedAsSlow: a client that stops reading while its backlog
+// still fits in the server's kernel send buffer (the common case: invalidation frames are a
+// few hundred bytes, and the send buffer holds megabytes) never makes a write return EAGAIN,
+// yet its data is never delivered. It must still be closed after WriteTimeout, and counted
+// as "slow" (the contract: "a stream whose write cannot complete within this is closed
+// (reason slow)"), not as a client hang-up.
+func TestNonReaderWithSmallBacklogClosedAsSlow(t *testing.T) {
+	for _, m := range modes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			const writeTimeout = 200 * time.Millisecond
+			e := startEnv(t, m, Config{WriteTimeout: writeTimeout, Heartbeat: 80 * time.Millisecond})
+			const ch = "dvc_server_c"
+			fast := e.connect(e.url(secretAll, ch), nil)
+			e.dialNonReader(ch)
+			e.streamOfKey("server")
+			// 64 KiB: far more than the non-reader's 1 KiB receive buffer takes, far less
+			// than the server's send buffer holds.
+			for i := range 2 {
+				m := e.publish(ch, int64(1000+i), bigPad)
+				fast.waitLast(m.ID)
+			}
+			deadline := time.Now().Add(25 * writeTimeout)
+			for e.srv.Open() != 1 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if e.srv.Open() != 1 {
+				t.Fatalf("a client that has not read for %v (25 x WriteTimeout) is still open", 25*writeTimeout)
+			}
+			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {
+				t.Fatalf("closes{slow} = %v, closes{client} = %v: a client that stopped reading was not counted as slow",
+					got, e.counter(e.srv.metrics.closes, CloseClient))
+			}
+		})
+	}
+}
