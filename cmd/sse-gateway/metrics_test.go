@@ -1,0 +1,86 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/sse-gateway/sse-gateway/internal/redistest"
+)
+
+// TestMetricsCatalogue scrapes a gateway running on Redis that has served streams and
+// events, lints the exposition with promlint, and checks that docs/OPERATIONS.md documents
+// exactly the sse_gateway_ metrics it exports.
+func TestMetricsCatalogue(t *testing.T) {
+	rdb := redistest.Start(t)
+	g := startGateway(t, "--redis-url", rdb.URL(), "--metrics-addr", "127.0.0.1:0", "--metrics-channels", "vip_*")
+	c := newClient(t)
+	g.waitReady(c)
+	s := mustOpen(t, c, g.streamURL(testKeys["k1"], "vip_1"))
+	defer s.Close()
+	g.publish(c, "vip_1", `"e1"`, time.Now().UnixMilli())
+	if d := s.data(t, 5*time.Second); !strings.Contains(d, `"channel":"vip_1"`) {
+		t.Fatalf("stream got %q", d)
+	}
+
+	resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "sse_gateway_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+
+	exported := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (sse_gateway_\w+) `).FindAllStringSubmatch(string(body), -1) {
+		exported[m[1]] = true
+	}
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(sse_gateway_\\w+)` \\|").FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = true
+	}
+	var undocumented, missing []string
+	for m := range exported {
+		if !documented[m] {
+			undocumented = append(undocumented, m)
+		}
+	}
+	for m := range documented {
+		if !exported[m] {
+			missing = append(missing, m)
+		}
+	}
+	sort.Strings(undocumented)
+	sort.Strings(missing)
+	if len(undocumented) > 0 {
+		t.Errorf("exported but not in the docs/OPERATIONS.md metrics table: %v", undocumented)
+	}
+	if len(missing) > 0 {
+		t.Errorf("in the docs/OPERATIONS.md metrics table but not exported: %v", missing)
+	}
+	if len(exported) < 15 {
+		t.Errorf("only %d sse_gateway_ metrics exported: %v", len(exported), exported)
+	}
+}
