@@ -1,0 +1,164 @@
+package stream
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/auth"
+)
+
+// TestDrainSpreadsCloses: Drain closes every stream with a jittered retry: frame and a clean
+// end of the response, spread over the window: no more than about a tenth of them in any
+// tenth of it. New streams are refused with 503 + Retry-After from the start of the drain.
+func TestDrainSpreadsCloses(t *testing.T) {
+	const n = 50
+	const window = 2 * time.Second
+	e := startEnv(t, modes[0], Config{Heartbeat: time.Hour, RetryMin: time.Second, RetryMax: 5 * time.Second})
+	clients := make([]*sseClient, n)
+	for i := range clients {
+		clients[i] = e.connect(e.url(secretAll, "c"), nil)
+	}
+	eventually(t, "every stream registered", func() bool { return e.srv.Open() == n })
+
+	start := time.Now()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		e.srv.Drain(context.Background(), window)
+	}()
+	eventually(t, "the drain to start", e.srv.Draining)
+	req, _ := http.NewRequest(http.MethodGet, e.url(secretAll, "c"), nil)
+	res, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retryAfter := res.Header.Get("Retry-After")
+	expectError(t, res, http.StatusServiceUnavailable, "draining")
+	if v, err := strconv.Atoi(retryAfter); err != nil || v <= 0 {
+		t.Errorf("503 while draining: Retry-After %q", retryAfter)
+	}
+	<-drained
+
+	var ends []time.Duration
+	for i, c := range clients {
+		if err := c.waitEnd(); err != io.EOF {
+			t.Errorf("client %d ended with %v, want a clean end of the response", i, err)
+		}
+		_, _, retries := c.snapshot()
+		checkRetries(t, retries, 1000, 5000)
+		c.mu.Lock()
+		ends = append(ends, c.endedAt.Sub(start))
+		c.mu.Unlock()
+	}
+	slices.Sort(ends)
+	tenth := window / 10
+	perTenth := make([]int, 12)
+	for _, d := range ends {
+		perTenth[min(int(d/tenth), len(perTenth)-1)]++
+	}
+	// Nominally n/10 per tenth; one more for a close landing on a boundary, one more for a
+	// client goroutine scheduled late on a loaded machine.
+	for i, k := range perTenth {
+		if k > n/10+2 {
+			t.Errorf("%d of %d streams closed in tenth %d of the drain window (per tenth: %v)", k, n, i, perTenth)
+		}
+	}
+	t.Logf("closes per tenth of the window: %v", perTenth)
+	if spread := ends[len(ends)-1] - ends[0]; spread < window/2 {
+		t.Errorf("closes spread over %v only, window %v", spread, window)
+	}
+	eventually(t, "every close counted", func() bool { return e.counter(e.srv.metrics.closes, CloseDrain) == n })
+	if e.srv.Open() != 0 {
+		t.Fatalf("open after drain: %d", e.srv.Open())
+	}
+}
+
+func TestDrainLoopAndH2(t *testing.T) {
+	for _, m := range modes[1:] {
+		t.Run(m.name, func(t *testing.T) {
+			e := startEnv(t, m, Config{Heartbeat: time.Hour, RetryMin: 2 * time.Second, RetryMax: 3 * time.Second})
+			clients := make([]*sseClient, 5)
+			for i := range clients {
+				clients[i] = e.connect(e.url(secretAll, "c"), nil)
+			}
+			eventually(t, "every stream registered", func() bool { return e.srv.Open() == len(clients) })
+			e.srv.Drain(context.Background(), 200*time.Millisecond)
+			for i, c := range clients {
+				if err := c.waitEnd(); err != io.EOF {
+					t.Errorf("client %d ended with %v", i, err)
+				}
+				_, _, retries := c.snapshot()
+				checkRetries(t, retries, 2000, 3000)
+			}
+			eventually(t, "every stream forgotten", func() bool { return e.srv.Open() == 0 })
+			if got := e.counter(e.srv.metrics.closes, CloseDrain); got != float64(len(clients)) {
+				t.Fatalf("closes{drain} = %v", got)
+			}
+			_, status, _ := e.tryConnect(e.url(secretAll, "c"), nil)
+			if status != http.StatusServiceUnavailable {
+				t.Fatalf("connect while draining: %d", status)
+			}
+		})
+	}
+}
+
+func TestDrainCancelledClosesTheRest(t *testing.T) {
+	e := startEnv(t, modes[0], Config{Heartbeat: time.Hour})
+	for range 10 {
+		e.connect(e.url(secretAll, "c"), nil)
+	}
+	eventually(t, "every stream registered", func() bool { return e.srv.Open() == 10 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	e.srv.Drain(ctx, time.Hour) // a cancelled context: closes everything at once
+	eventually(t, "every stream closed", func() bool { return e.srv.Open() == 0 })
+}
+
+// TestCloseKeys: streams of a revoked key are closed (no retry: the key will not work again),
+// the others keep streaming.
+func TestCloseKeys(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			e := startEnv(t, m, Config{Heartbeat: time.Hour})
+			a1 := e.connect(e.url(secretAll, "dvc_server_1"), nil)
+			a2 := e.connect(e.url(secretAll, "x"), nil)
+			s1 := e.connect(e.url(secretServer, "dvc_server_1"), nil)
+			eventually(t, "every stream registered", func() bool { return e.srv.Open() == 3 })
+
+			if n := e.srv.CloseKeys(nil); n != 0 {
+				t.Fatalf("CloseKeys(nil) = %d", n)
+			}
+			revoked := e.keys.SetSource("test", []auth.Key{
+				{Name: "server", Hash: auth.HashKey(secretServer), Channels: []string{"dvc_server_*"}},
+			})
+			if len(revoked) != 1 {
+				t.Fatalf("revoked %v", revoked)
+			}
+			if n := e.srv.CloseKeys(revoked); n != 2 {
+				t.Fatalf("CloseKeys closed %d streams, want 2", n)
+			}
+			for _, c := range []*sseClient{a1, a2} {
+				if err := c.waitEnd(); err != io.EOF {
+					t.Errorf("revoked stream ended with %v", err)
+				}
+				if _, _, retries := c.snapshot(); len(retries) != 0 {
+					t.Errorf("revoked stream told to retry: %v", retries)
+				}
+			}
+			eventually(t, "revoked streams forgotten", func() bool { return e.srv.Open() == 1 })
+			if got := e.counter(e.srv.metrics.closes, CloseRevoked); got != 2 {
+				t.Fatalf("closes{revoked} = %v", got)
+			}
+			msg := e.publish("dvc_server_1", 9, "")
+			s1.waitID(msg.ID)
+			if _, status, _ := e.tryConnect(e.url(secretAll, "x"), nil); status != http.StatusUnauthorized {
+				t.Fatalf("revoked key: %d", status)
+			}
+		})
+	}
+}
