@@ -311,13 +311,25 @@ func (g *gateway) args() []string {
 	return append(a, g.cfg.Extra...)
 }
 
+// gatewayEnv is this process's environment without SSE_GATEWAY_* settings, so only the flags
+// above configure the gateway.
+func gatewayEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // start launches the process and waits for its "listening" line.
 func (g *gateway) start() {
 	t := g.t
 	t.Helper()
 	from := len(mustSnapshot(g.log))
 	cmd := exec.Command(g.bin, g.args()...)
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0")
+	cmd.Env = gatewayEnv()
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	go g.log.consume(pr)
@@ -414,7 +426,9 @@ func (g *gateway) publishOffline(channel, etag string, lastModified int64) {
 	defer cancel()
 	args := []string{"publish", "--redis-url", g.cfg.RedisURL, "--channel", channel, "--etag", etag,
 		"--last-modified", strconv.FormatInt(lastModified, 10)}
-	out, err := exec.CommandContext(ctx, g.bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, g.bin, args...)
+	cmd.Env = gatewayEnv()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("sse-gateway %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
