@@ -57,7 +57,7 @@ func runCoordinator(o *options) (bool, error) {
 		Config: result.Config{
 			Conns: o.conns, Channels: o.channels, ChannelPrefix: o.channelPrefix, Workers: o.workers,
 			SourceIPs: o.sourceIPs, ConnectConcurrency: o.connectConcurrency, ConnectRate: o.connectRate,
-			PublishesPerChan: o.publishes, FillPublishes: o.fillPublishes, FillChannels: o.fillChannels,
+			PublishesPerChan: o.publishes, RoundSpreadMs: o.roundSpread.Milliseconds(), FillPublishes: o.fillPublishes, FillChannels: o.fillChannels,
 			PadBytes: o.pad, SlowFraction: o.slowFraction, SlowRcvBuf: o.slowRcvBuf, Strict: o.strict,
 		},
 		Problems: []string{},

@@ -38,6 +38,7 @@ type options struct {
 	redisPrefix        string
 	publishes          int
 	publishGap         time.Duration
+	roundSpread        time.Duration
 	roundTimeout       time.Duration
 	fillPublishes      int
 	fillChannels       int
@@ -106,6 +107,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.redisPrefix, "redis-channel-prefix", "sse:", "PUBLISH <prefix><channel>")
 	fs.IntVar(&o.publishes, "publishes", 20, "measured publishes per channel (rounds); 0 = connect only")
 	fs.DurationVar(&o.publishGap, "publish-gap", 100*time.Millisecond, "pause after a round is delivered (or timed out)")
+	fs.DurationVar(&o.roundSpread, "round-spread", 0, "spread a round's publishes (one per channel) evenly over this time; 0 = all at once in one pipeline")
 	fs.DurationVar(&o.roundTimeout, "round-timeout", 5*time.Second, "longest wait for one round to reach every reader")
 	fs.IntVar(&o.fillPublishes, "fill-publishes", 0, "unmeasured publishes per fill channel before the measured phase (fills slow consumers' buffers)")
 	fs.IntVar(&o.fillChannels, "fill-channels", 1, "channels 0..n-1 that get the fill publishes")
@@ -149,6 +151,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--fill-channels must be in 1..channels")
 	case o.pad < 0 || o.pad > 60000:
 		return nil, errors.New("--fill-pad must be in 0..60000")
+	case o.roundSpread < 0 || o.roundSpread > time.Minute:
+		return nil, errors.New("--round-spread must be in [0, 1m]")
 	case o.timeout <= 0 || o.timeout > 2*time.Hour:
 		return nil, errors.New("--timeout must be in (0, 2h]")
 	case o.connectConcurrency < 1:

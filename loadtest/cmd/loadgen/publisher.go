@@ -149,15 +149,8 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 				return err
 			}
 		}
-		seqs, none, err := pub.publish(c.ctx, all, false)
-		if err != nil {
+		if err := c.publishRound(pub, p, all); err != nil {
 			return err
-		}
-		p.Publishes += len(seqs)
-		p.NoReceivers += none
-		for _, s := range seqs {
-			c.measured = append(c.measured, s)
-			p.Expected += uint64(c.readers[s.channel])
 		}
 		deadline := time.Now().Add(o.roundTimeout)
 		for {
@@ -192,6 +185,39 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 			srv.RSSAfterPublish = m.RSS
 		}
 		c.logf("server CPU %.3fs over %d deliveries: %.2f µs per delivery", srv.CPUPublishS, delivered, srv.CPUPerDeliveryUs)
+	}
+	return nil
+}
+
+// publishRound publishes one event per channel: in one pipeline, or spread
+// evenly over --round-spread so each publish fans out on its own.
+func (c *coordinator) publishRound(pub *publisher, p *result.Publish, chans []int) error {
+	batches := [][]int{chans}
+	var step time.Duration
+	if c.o.roundSpread > 0 && len(chans) > 1 {
+		batches = batches[:0]
+		for _, ch := range chans {
+			batches = append(batches, []int{ch})
+		}
+		step = c.o.roundSpread / time.Duration(len(chans))
+	}
+	start := time.Now()
+	for i, b := range batches {
+		if step > 0 {
+			if err := sleepCtx(c.ctx, time.Until(start.Add(time.Duration(i)*step))); err != nil {
+				return err
+			}
+		}
+		seqs, none, err := pub.publish(c.ctx, b, false)
+		if err != nil {
+			return err
+		}
+		p.Publishes += len(seqs)
+		p.NoReceivers += none
+		for _, s := range seqs {
+			c.measured = append(c.measured, s)
+			p.Expected += uint64(c.readers[s.channel])
+		}
 	}
 	return nil
 }

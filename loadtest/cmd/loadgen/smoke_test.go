@@ -44,7 +44,7 @@ func TestSmokeAgainstBaseline(t *testing.T) {
 	t.Run("fanout", func(t *testing.T) {
 		s := runLoadgen(ctx, t, loadgen, "--url", url, "--redis-url", redisURL, "--server-pid", strconv.Itoa(pid),
 			"--conns", "200", "--channels", "4", "--publishes", "5", "--workers", "2", "--source-ips", "8",
-			"--strict", "--settle", "200ms", "--publish-gap", "10ms", "--timeout", "60s", "--label", "smoke")
+			"--strict", "--settle", "200ms", "--publish-gap", "10ms", "--round-spread", "20ms", "--timeout", "60s", "--label", "smoke")
 		if !s.OK {
 			t.Fatalf("run not OK: %v", s.Problems)
 		}

@@ -33,6 +33,7 @@ type Config struct {
 	ConnectConcurrency int     `json:"connect_concurrency"`
 	ConnectRate        float64 `json:"connect_rate"`
 	PublishesPerChan   int     `json:"publishes_per_channel"`
+	RoundSpreadMs      int64   `json:"round_spread_ms"`
 	FillPublishes      int     `json:"fill_publishes"`
 	FillChannels       int     `json:"fill_channels"`
 	PadBytes           int     `json:"pad_bytes"`
