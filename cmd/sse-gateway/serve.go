@@ -202,6 +202,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 
 	srv := newHTTPServer(r, cfg.ReadHeaderTime, log)
+	srv.ConnContext = streams.ConnContext
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)

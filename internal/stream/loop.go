@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -79,6 +80,12 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 	}
 	reason := l.run(w, rc, r)
 	s.forget(&l.streamBase, l.sub, reason)
+	if reason == CloseDrain || reason == CloseLifetime {
+		// End the response as failed (RST_STREAM on HTTP/2, a cut connection on HTTP/1)
+		// so that clients come back: a cleanly finished body makes some (r3labs/sse)
+		// stop reconnecting.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // run is the stream's writer loop; it returns the close reason.
@@ -162,7 +169,7 @@ func (l *loopStream) writeRaw(w http.ResponseWriter, rc *http.ResponseController
 
 func (l *loopStream) fail(err error) string {
 	reason := CloseClient
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) {
 		reason = CloseSlow
 	}
 	l.close(reason, 0)

@@ -121,9 +121,7 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		return
 	}
 	_ = nc.SetWriteDeadline(time.Time{})
-	// Half-open peers (a phone that left coverage) never answer: with this, the kernel fails
-	// the socket once a heartbeat stays unacknowledged for the write timeout.
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.WriteTimeout.Milliseconds()))
+	s.setUserTimeout(fd)
 	ps := &pollStream{
 		streamBase: *b,
 		p:          s.poller,
@@ -132,14 +130,14 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		pending:    make([]*hub.Message, len(channels)),
 		lastWrite:  time.Now().UnixNano(),
 	}
+	// Registered before epoll can report a hang-up: the closer's forget must find the
+	// stream in the registry, or a stale entry would outlive it.
+	s.register(ps)
 	if err := s.poller.add(ps); err != nil {
 		s.log.Error("epoll add failed", "err", err)
-		_ = nc.Close()
-		s.unadmit(b)
-		s.metrics.closes.WithLabelValues(CloseClient).Inc()
+		ps.close(CloseClient, 0)
 		return
 	}
-	s.register(ps)
 	sub, seed := s.subscribe(context.WithoutCancel(r.Context()), ps, channels, floor)
 	ps.mu.Lock()
 	closed := ps.closing
@@ -175,7 +173,14 @@ func socketFD(nc net.Conn) (int, bool) {
 	return fd, true
 }
 
+// add puts a stream under epoll. A stream already closing (revoked while opening) is left
+// out: its closer may have run, and its fd number may already belong to another socket.
 func (p *poller) add(ps *pollStream) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closing {
+		return nil
+	}
 	p.mu.Lock()
 	p.conns[ps.id%buckets][ps.id] = ps
 	p.mu.Unlock()
@@ -226,12 +231,30 @@ func (c *pollStream) writeLocked(b []byte, now int64) bool {
 			c.p.watch(c, true)
 			return true
 		default:
-			c.closeLocked(CloseClient, 0)
+			c.closeLocked(failReason(err), 0)
 			return false
 		}
 	}
 	c.lastWrite = now
 	return true
+}
+
+// failReason classifies a socket error: ETIMEDOUT is the kernel giving up on data the peer
+// did not take within TCP_USER_TIMEOUT (the write timeout) — a slow or vanished client —
+// anything else is the client going away.
+func failReason(err error) string {
+	if errors.Is(err, unix.ETIMEDOUT) {
+		return CloseSlow
+	}
+	return CloseClient
+}
+
+// socketReason classifies why epoll reported an error or hang-up on the stream's socket.
+func (c *pollStream) socketReason() string {
+	if soErr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && soErr != 0 {
+		return failReason(unix.Errno(soErr))
+	}
+	return CloseClient
 }
 
 // flush continues a stalled stream once epoll says it is writable: the rest of the current
@@ -358,14 +381,17 @@ func (c *pollStream) closeLocked(reason string, retry time.Duration) {
 // the close, and the bookkeeping.
 func (p *poller) finish(c *pollStream) {
 	c.mu.Lock()
-	if c.out == nil && c.reason != CloseClient {
-		var bye []byte
-		if c.retry > 0 {
-			bye = wire.Chunk(wire.Retry(c.retry))
-			p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
-		}
-		bye = append(bye, wire.ChunkTerminator...)
-		_, _ = unix.Write(c.fd, bye)
+	switch {
+	case c.out != nil:
+	case c.retry > 0:
+		// The retry: frame, and then no chunked terminator: clients must see the stream
+		// fail and come back. Some (r3labs/sse) treat a clean end as "done" and never
+		// reconnect.
+		_, _ = unix.Write(c.fd, wire.Chunk(wire.Retry(c.retry)))
+		p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+	case c.reason == CloseRevoked:
+		// A clean end: the key is gone, reconnecting would only earn a 401.
+		_, _ = unix.Write(c.fd, wire.ChunkTerminator)
 	}
 	sub := c.sub
 	c.sub = nil
@@ -411,7 +437,11 @@ func (p *poller) run(ctx context.Context) error {
 				continue
 			}
 			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
-				c.close(CloseClient, 0)
+				c.mu.Lock()
+				if !c.closing {
+					c.closeLocked(c.socketReason(), 0)
+				}
+				c.mu.Unlock()
 				continue
 			}
 			if ev.Events&unix.EPOLLIN != 0 {
@@ -506,4 +536,29 @@ func (p *poller) sweeper(stop <-chan struct{}) {
 		}
 		clear(batch)
 	}
+}
+
+// ConnContext is for http.Server.ConnContext: it arms TCP_USER_TIMEOUT on every accepted
+// connection, so that streams on every path (taken over, HTTP/2, TLS) find half-open and
+// non-reading peers. It changes nothing in ctx.
+//
+// On the net/http path the kernel's verdict arrives as a cancelled request context, which
+// cannot be told apart from a client hanging up (the socket's error is consumed by net/http's
+// background read), so such closes count as "client"; taken-over streams see the error
+// themselves and count "slow".
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // *tls.Conn
+		c = nc.NetConn()
+	}
+	if fd, ok := socketFD(c); ok {
+		s.setUserTimeout(fd)
+	}
+	return ctx
+}
+
+// setUserTimeout: half-open peers (a phone that left coverage) never acknowledge, and
+// non-reading peers keep a zero window; with this the kernel fails such a socket once data
+// has waited for the write timeout, instead of retransmitting for a quarter of an hour.
+func (s *Server) setUserTimeout(fd int) {
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.WriteTimeout.Milliseconds()))
 }
