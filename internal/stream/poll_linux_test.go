@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -15,4 +16,48 @@ func pendingOfPoll(t testing.TB, st stream) []*hub.Message {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return append([]*hub.Message(nil), ps.pending...)
+}
+
+// pollerEntries counts the streams the poller still tracks (open or stalled).
+func pollerEntries(s *Server) int {
+	if s.poller == nil {
+		return 0
+	}
+	p := s.poller
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	n := len(p.stalled)
+	for i := range p.conns {
+		n += len(p.conns[i])
+	}
+	return n
+}
+
+// registryReport describes what the Server's registry still holds, for failure messages.
+func registryReport(s *Server) string {
+	s.mu.Lock()
+	var reserved, closing, polled int
+	var streams []*pollStream
+	for _, st := range s.streams {
+		switch ps := st.(type) {
+		case nil:
+			reserved++
+		case *pollStream:
+			streams = append(streams, ps)
+		}
+	}
+	total := len(s.streams)
+	s.mu.Unlock()
+	for _, ps := range streams {
+		ps.mu.Lock()
+		if ps.closing {
+			closing++
+		}
+		ps.mu.Unlock()
+		if s.poller.lookup(ps.id) != nil {
+			polled++
+		}
+	}
+	return fmt.Sprintf("%d entries: %d reserved (nil), %d poll streams of which %d already closed and %d still in the poller",
+		total, reserved, len(streams), closing, polled)
 }
