@@ -202,6 +202,7 @@ func TestHangupNoticed(t *testing.T) {
 			eventually(t, "two streams", func() bool { return e.srv.Open() == 2 })
 			s.close()
 			eventually(t, "the hang-up to be noticed", func() bool { return e.srv.Open() == 1 })
+			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseClient); got != 1 {
 				t.Fatalf("closes{client} = %v", got)
 			}

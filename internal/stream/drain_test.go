@@ -96,6 +96,7 @@ func TestDrainLoopAndH2(t *testing.T) {
 				checkRetries(t, retries, 2000, 3000)
 			}
 			eventually(t, "every stream forgotten", func() bool { return e.srv.Open() == 0 })
+			e.waitCloses(float64(len(clients)))
 			if got := e.counter(e.srv.metrics.closes, CloseDrain); got != float64(len(clients)) {
 				t.Fatalf("closes{drain} = %v", got)
 			}
@@ -151,6 +152,7 @@ func TestCloseKeys(t *testing.T) {
 				}
 			}
 			eventually(t, "revoked streams forgotten", func() bool { return e.srv.Open() == 1 })
+			e.waitCloses(2)
 			if got := e.counter(e.srv.metrics.closes, CloseRevoked); got != 2 {
 				t.Fatalf("closes{revoked} = %v", got)
 			}

@@ -428,3 +428,19 @@ func (c *sseClient) waitLast(id string) {
 		return len(c.events) > 0 && c.events[len(c.events)-1].ID == id
 	})
 }
+
+// closesTotal sums stream_closes_total over every reason.
+func (e *env) closesTotal() float64 {
+	var n float64
+	for _, r := range []string{CloseClient, CloseSlow, CloseDrain, CloseRevoked, CloseLifetime} {
+		n += e.counter(e.srv.metrics.closes, r)
+	}
+	return n
+}
+
+// waitCloses waits until n closes have been counted, whatever their reason: a stream leaves
+// the registry (Open) a moment before its close is counted.
+func (e *env) waitCloses(n float64) {
+	e.t.Helper()
+	eventually(e.t, fmt.Sprintf("%v closes to be counted", n), func() bool { return e.closesTotal() >= n })
+}

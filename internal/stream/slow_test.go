@@ -133,6 +133,7 @@ func TestSlowClientClosed(t *testing.T) {
 				// as "client".
 				return
 			}
+			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {
 				t.Fatalf("closes{slow} = %v (client=%v)", got, e.counter(e.srv.metrics.closes, CloseClient))
 			}
@@ -176,6 +177,7 @@ func TestNonReaderWithSmallBacklogClosedAsSlow(t *testing.T) {
 				// as "client".
 				return
 			}
+			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {
 				t.Fatalf("closes{slow} = %v, closes{client} = %v: a client that stopped reading was not counted as slow",
 					got, e.counter(e.srv.metrics.closes, CloseClient))
