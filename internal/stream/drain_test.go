@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 	for i := range clients {
 		clients[i] = e.connect(e.url(secretAll, "c"), nil)
 	}
-	eventually(t, "every stream registered", func() bool { return e.srv.Open() == n })
+	eventually(t, "every stream registered", func() bool { return e.registered() == n })
 
 	start := time.Now()
 	drained := make(chan struct{})
@@ -86,7 +87,7 @@ func TestDrainLoopAndH2(t *testing.T) {
 			for i := range clients {
 				clients[i] = e.connect(e.url(secretAll, "c"), nil)
 			}
-			eventually(t, "every stream registered", func() bool { return e.srv.Open() == len(clients) })
+			eventually(t, "every stream registered", func() bool { return e.registered() == len(clients) })
 			e.srv.Drain(context.Background(), 200*time.Millisecond)
 			for i, c := range clients {
 				if err := c.waitEnd(); err == io.EOF || err == nil {
@@ -113,7 +114,7 @@ func TestDrainCancelledClosesTheRest(t *testing.T) {
 	for range 10 {
 		e.connect(e.url(secretAll, "c"), nil)
 	}
-	eventually(t, "every stream registered", func() bool { return e.srv.Open() == 10 })
+	eventually(t, "every stream registered", func() bool { return e.registered() == 10 })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	e.srv.Drain(ctx, time.Hour) // a cancelled context: closes everything at once
@@ -129,7 +130,7 @@ func TestCloseKeys(t *testing.T) {
 			a1 := e.connect(e.url(secretAll, "dvc_server_1"), nil)
 			a2 := e.connect(e.url(secretAll, "x"), nil)
 			s1 := e.connect(e.url(secretServer, "dvc_server_1"), nil)
-			eventually(t, "every stream registered", func() bool { return e.srv.Open() == 3 })
+			eventually(t, "every stream registered", func() bool { return e.registered() == 3 })
 
 			if n := e.srv.CloseKeys(nil); n != 0 {
 				t.Fatalf("CloseKeys(nil) = %d", n)
@@ -160,6 +161,76 @@ func TestCloseKeys(t *testing.T) {
 			s1.waitID(msg.ID)
 			if _, status, _ := e.tryConnect(e.url(secretAll, "x"), nil); status != http.StatusUnauthorized {
 				t.Fatalf("revoked key: %d", status)
+			}
+		})
+	}
+}
+
+// gateAuthorizer pauses a request for secretAll right after it was authorised, until release
+// is closed: the moment between "the key was valid" and "the stream is registered".
+type gateAuthorizer struct {
+	Authorizer
+	authorized chan struct{} // closed once the gated request passed Authorize
+	release    chan struct{}
+	once       sync.Once
+}
+
+func (g *gateAuthorizer) Authorize(secret string, channels []string) (auth.Grant, error) {
+	grant, err := g.Authorizer.Authorize(secret, channels)
+	if err == nil && secret == secretAll {
+		g.once.Do(func() { close(g.authorized) })
+		<-g.release
+	}
+	return grant, err
+}
+
+// TestCloseKeysRacingOpen: a key revoked while one of its streams is between authorisation
+// and registration must not leave that stream open: CloseKeys cannot see it yet, so the
+// stream has to notice itself (e.g. authorise again once registered).
+func TestCloseKeysRacingOpen(t *testing.T) {
+	for _, m := range modes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			gate := &gateAuthorizer{authorized: make(chan struct{}), release: make(chan struct{})}
+			e := startEnv(t, m, Config{Heartbeat: time.Hour}, func(e *env, _ *Config) {
+				e.wrapAuth = func(a Authorizer) Authorizer { gate.Authorizer = a; return gate }
+			})
+			type result struct {
+				status int
+				body   io.ReadCloser
+			}
+			done := make(chan result, 1)
+			go func() {
+				res, err := e.client.Get(e.url(secretAll, "c"))
+				if err != nil {
+					done <- result{}
+					return
+				}
+				done <- result{res.StatusCode, res.Body}
+			}()
+			<-gate.authorized
+			revoked := e.keys.SetSource("test", []auth.Key{
+				{Name: "server", Hash: auth.HashKey(secretServer), Channels: []string{"dvc_server_*"}},
+			})
+			e.srv.CloseKeys(revoked)
+			close(gate.release)
+			r := <-done
+			if r.body == nil {
+				t.Fatal("request failed")
+			}
+			defer r.body.Close()
+			if r.status != http.StatusOK {
+				return // refused: fine
+			}
+			// Admitted with a key that was revoked meanwhile: it must be closed, not kept.
+			ended := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(io.Discard, r.body)
+				ended <- err
+			}()
+			select {
+			case <-ended:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("a stream of a revoked key is still open 5s after CloseKeys (registered: %d)", e.registered())
 			}
 		})
 	}

@@ -93,6 +93,8 @@ type env struct {
 	client *http.Client
 	mode   mode
 	quota  KeyQuota
+	// wrapAuth, when set, wraps the key store the Server authorises with.
+	wrapAuth func(Authorizer) Authorizer
 
 	mu sync.Mutex
 	lm map[string]int64 // newest lastModified published per channel
@@ -116,7 +118,11 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 		{Name: "server", Hash: auth.HashKey(secretServer), Channels: []string{"dvc_server_*"}},
 	})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := New(cfg, e.hub, e.keys, e.store, e.quotaOrNil(), log, e.reg)
+	var authz Authorizer = e.keys
+	if e.wrapAuth != nil {
+		authz = e.wrapAuth(authz)
+	}
+	srv, err := New(cfg, e.hub, authz, e.store, e.quotaOrNil(), log, e.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,4 +449,18 @@ func (e *env) closesTotal() float64 {
 func (e *env) waitCloses(n float64) {
 	e.t.Helper()
 	eventually(e.t, fmt.Sprintf("%v closes to be counted", n), func() bool { return e.closesTotal() >= n })
+}
+
+// registered counts the streams that are fully open (Open also counts requests admitted but
+// not yet registered, which Drain and CloseKeys cannot reach yet).
+func (e *env) registered() int {
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	n := 0
+	for _, st := range e.srv.streams {
+		if st != nil {
+			n++
+		}
+	}
+	return n
 }
