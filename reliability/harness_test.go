@@ -3,6 +3,7 @@ package reliability
 import (
 	"bufio"
 	"context"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -130,6 +131,22 @@ func childEnv() []string {
 		}
 	}
 	return env
+}
+
+// gatewayRace reports whether the gateway binary was built with the race detector, whose
+// runtime keeps shadow memory that makes the process's RSS say little about the gateway's.
+func gatewayRace(t testing.TB) bool {
+	t.Helper()
+	info, err := buildinfo.ReadFile(gatewayBinary(t))
+	if err != nil {
+		t.Fatalf("reading the gateway binary's build info: %v", err)
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
 }
 
 // keysFile is a --keys-file granting testKey every channel.

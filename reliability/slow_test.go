@@ -126,11 +126,18 @@ func tcpMem() int64 {
 // First the publish interval is calibrated with no slow client connected: the shortest of
 // 10, 20, 40ms at which every reader receives every publish on this machine (a race-built
 // gateway on two cores needs more than 10ms). At that interval, with the slow clients
-// connected, the readers must still receive every publish, in order: a client that does
-// not read must not cost the others anything. The slow clients must all be closed after
-// --write-timeout; the gateway's RSS, and the kernel buffer memory its sockets hold, must
-// stay bounded. Reported, not asserted: the readers' staleness (publish to holding that
-// version or a newer one) with and without the slow clients, and the close reasons.
+// connected:
+//
+//   - the readers keep up: each receives at least 95% of the publishes, in order, and ends
+//     at the newest (the gateway delivers newest-only by design, so a fan-out that falls
+//     behind skips versions; a machine this small occasionally skips one or two anyway,
+//     slow clients that cost fan-out time skip dozens), and their staleness is reported;
+//   - a slow client costs a bounded amount: the frames the gateway handed to the kernel
+//     for all slow clients together, averaged, stay under 8 per client (256 KiB of
+//     these frames; "a slow client holds at most its newest pending event", plus what a
+//     modest socket buffer takes before the stall), the kernel's TCP buffer memory is
+//     reported, and the gateway's RSS grows by less than 300 MiB;
+//   - every slow client is closed after --write-timeout (reasons reported).
 //
 // It runs twice: with slow clients whose segment size is an Ethernet network's (1460), and
 // with slow clients on loopback (64 KiB segments), which is what a gateway behind a
@@ -148,7 +155,7 @@ func slowClients(t *testing.T, mss int) {
 		writeTimeout = 10 * time.Second // longer than the 200 publishes at the longest interval
 		readers      = 50
 		slow         = 500
-		before       = 50  // publishes with no slow client connected
+		before       = 50  // publishes per calibration round, no slow client connected
 		during       = 200 // publishes with the slow clients connected
 		pad          = 16 << 10
 		ch           = "slow"
@@ -177,33 +184,22 @@ func slowClients(t *testing.T, mss int) {
 		waitHave(t, 30*time.Second, list, ch, pubs[len(pubs)-1].v)
 		return pubs
 	}
-	everyOne := func(phase string, pubs []published) (lo, hi int) {
-		t.Helper()
-		counts := received(list, ch, pubs)
-		lo, hi = slices.Min(counts), slices.Max(counts)
-		if lo != len(pubs) {
-			m := g.metrics()
-			t.Errorf("%s: readers received between %d and %d of the %d publishes (each must get every one); the gateway coalesced %v events before fan-out (received %v, fanned out %v) and %v on streams",
-				phase, lo, hi, len(pubs), m.get("sse_gateway_events_received_total")-m.get("sse_gateway_fanout_duration_seconds_count"),
-				m.get("sse_gateway_events_received_total"), m.get("sse_gateway_fanout_duration_seconds_count"), m.get("sse_gateway_events_coalesced_total"))
-		}
-		return lo, hi
-	}
 
 	var pubs []published
-	for from := 0; ; from += before {
-		pubs = publishRun(from, before)
-		if counts := received(list, ch, pubs); slices.Min(counts) == before {
+	next := 0
+	for {
+		pubs = publishRun(next, before)
+		next += before
+		if slices.Min(received(list, ch, pubs)) == before {
 			break
 		}
 		if interval >= 40*time.Millisecond {
-			everyOne("without slow clients, at the longest interval", pubs)
-			t.Fatalf("even with no slow client, the readers do not receive every publish at one per %v: this machine is too slow for the test", interval)
+			t.Fatalf("even with no slow client, the readers do not receive every publish at one per %v (%v): this machine is too slow for the test",
+				interval, received(list, ch, pubs))
 		}
 		interval *= 2
 	}
 	alone := staleness(list, ch, pubs)
-	next := int(pubs[len(pubs)-1].v.lm-base) + 1
 	rssBase, memBase := g.rss(), tcpMem()
 
 	var slowConns []net.Conn
@@ -228,12 +224,17 @@ func slowClients(t *testing.T, mss int) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}()
+	m0 := g.metrics()
 	started := time.Now()
 	pubs = publishRun(next, during)
+	m1 := g.metrics()
 	_, closed := eventually(30*time.Second, func() bool { return g.metrics().get("sse_gateway_streams_open") == readers })
+	closedIn := time.Since(started)
 	stop()
 	wg.Wait()
-	lo, hi := everyOne("with 500 slow clients", pubs)
+
+	counts := received(list, ch, pubs)
+	lo, hi := slices.Min(counts), slices.Max(counts)
 	withSlow := staleness(list, ch, pubs)
 	for _, c := range list {
 		assertIncreasing(t, c, ch)
@@ -241,13 +242,28 @@ func slowClients(t *testing.T, mss int) {
 			t.Errorf("a reader lost its stream: %s", c.describe())
 		}
 	}
-	closedIn := time.Since(started)
+	delta := func(name string, labels ...string) float64 { return m1.get(name, labels...) - m0.get(name, labels...) }
+	fanned := delta("sse_gateway_fanout_duration_seconds_count")
+	perSlow := (delta("sse_gateway_frames_written_total", `kind="event"`) - readers*fanned) / slow
 	m := g.metrics()
 	growth := peak - rssBase
-	t.Logf("%d readers, %d publishes of %d KiB every %v: worst staleness %v alone, %v with %d slow clients (readers got %d-%d of %d); RSS %s before, peak %s (+%s); kernel TCP memory %s before, peak %s; slow streams closed %v after the first publish (write timeout %v): closes slow=%v client=%v",
-		readers, during, pad>>10, interval, alone.Round(time.Microsecond), withSlow.Round(time.Microsecond), slow, lo, hi, during,
-		mb(rssBase), mb(peak), mb(growth), mb(memBase), mb(memPeak), closedIn.Round(time.Millisecond), writeTimeout,
+	t.Logf("%d readers, %d publishes of %d KiB every %v: readers got %d-%d of %d (gateway fanned out %v, coalesced %v before fan-out); worst staleness %v alone, %v with %d slow clients; frames handed to the kernel per slow client %.1f; kernel TCP memory %s before, peak %s; RSS %s before, peak %s (+%s); slow streams closed %v after the first publish (write timeout %v): closes slow=%v client=%v",
+		readers, during, pad>>10, interval, lo, hi, during, fanned, delta("sse_gateway_events_received_total")-fanned,
+		alone.Round(time.Microsecond), withSlow.Round(time.Microsecond), slow, perSlow, mb(memBase), mb(memPeak),
+		mb(rssBase), mb(peak), mb(growth), closedIn.Round(time.Millisecond), writeTimeout,
 		m.get("sse_gateway_stream_closes_total", `reason="slow"`), m.get("sse_gateway_stream_closes_total", `reason="client"`))
+	if lo*100 < during*95 {
+		t.Errorf("with %d slow clients connected, a reader received only %d of %d publishes (without them: all of them at this interval): the slow clients slowed the fan-out to the readers, which skipped versions",
+			slow, lo, during)
+	}
+	// The frames the gateway wrote to slow clients are frames the kernel queued for them:
+	// with a modest socket buffer a client that does not read stalls after a couple of
+	// frames and then holds only its newest pending event; with a send buffer of megabytes
+	// it takes a hundred, in kernel memory, each one a copy the fan-out paid for.
+	if perSlow > 8 {
+		t.Errorf("the gateway handed the kernel %.1f frames of %d KiB per client that never reads (%s each), bound 8: the socket send buffer is not bounded (kernel TCP memory peaked at %s for %d such clients); a fixed SO_SNDBUF on stream sockets would stall them after the first frames",
+			perSlow, 2*pad>>10, mb(int64(perSlow*float64(2*pad))), mb(memPeak), slow)
+	}
 	if !closed {
 		t.Fatalf("30s after the publishes, not every slow stream was closed: streams_open=%v", m.get("sse_gateway_streams_open"))
 	}
@@ -258,15 +274,6 @@ func slowClients(t *testing.T, mss int) {
 	// only a per-client copy or queue would break (500 x 200 x 33 KiB = 3.2 GiB).
 	if growth > 300<<20 {
 		t.Errorf("RSS grew by %s with %d slow clients and %d publishes of %d KiB, bound 300 MiB", mb(growth), slow, during, pad>>10)
-	}
-	// Socket send buffers are kernel memory the gateway holds for its clients. A client
-	// that does not read should cost the gateway at most a small fixed buffer; the kernel
-	// autotunes an unset SO_SNDBUF up to net.ipv4.tcp_wmem's maximum (4 MiB by default), so
-	// without a fixed one each slow client can hold megabytes. 256 KiB per slow client is
-	// the bound here (system-wide figure: other processes' sockets count too).
-	if kgrowth := memPeak - memBase; kgrowth > slow*256<<10 {
-		t.Errorf("kernel TCP buffer memory grew by %s with %d clients that never read (%s per client; bound 256 KiB per client): the gateway lets the kernel queue megabytes for a client that does not read",
-			mb(kgrowth), slow, mb(kgrowth/slow))
 	}
 	// From the client side: a few slow clients read what the kernel still holds for them,
 	// then their connection must end.
@@ -294,7 +301,7 @@ func TestSlowClientCloseReason(t *testing.T) {
 	const ch = "slow-reason"
 	reader := cs.start(clientConfig{channels: ch, source: source(0), target: fixed(g.Addr)})
 	waitOpen(t, 10*time.Second, []*sseClient{reader})
-	conn := slowConn(t, g.Addr, source(1), ch, networkMSS)
+	conn := slowConn(t, g.Addr, source(1), ch, 0) // loopback: what it is sent fits the kernel buffer
 	waitFor(t, 10*time.Second, func() string { return "the slow stream did not open" }, func() bool {
 		return g.metrics().get("sse_gateway_streams_open") == 2
 	})
