@@ -107,8 +107,9 @@ func Chunk(frame []byte) []byte {
 	return append(out, '\r', '\n')
 }
 
-// ChunkTerminator ends a chunked body: sent before closing a taken-over stream on purpose so
-// that the client sees a clean end of the response rather than a truncated one.
+// ChunkTerminator ends a chunked body cleanly. It is sent only when the client should not
+// come back (a revoked key); a stream closed for the client to reconnect elsewhere is cut
+// instead, since some clients stop reconnecting after a clean end.
 var ChunkTerminator = []byte("0\r\n\r\n")
 
 // Retry is a frame that sets the client's reconnection delay, sent just before the gateway
