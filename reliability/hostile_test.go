@@ -232,6 +232,8 @@ func TestHostileInput(t *testing.T) {
 		if st, body := g.publishAPI(ch, string(data)); st != http.StatusAccepted {
 			t.Fatalf("POST /v1/publish with CR/LF in every field: %d %s", st, body)
 		}
+		// Waited for: the next publish would otherwise replace it before fan-out (newest-only).
+		waitHave(t, 10*time.Second, []*sseClient{watcher}, ch, versionOf(`"crlf`+evil+`"`, base+10))
 		// Straight into Redis, with raw CR/LF between the JSON tokens too.
 		raw := strings.ReplaceAll(string(func() []byte {
 			inner["lastModified"] = base + 11
@@ -261,6 +263,35 @@ func TestHostileInput(t *testing.T) {
 			t.Errorf("a published retry: line reached the client")
 		}
 		healthy(t, g, "CR/LF payloads")
+	})
+
+	t.Run("pipelined-and-oversized-headers", func(t *testing.T) {
+		m0 := g.metrics()
+		// A second request pipelined behind the stream request, in the same write: an SSE
+		// client never does that (request smuggling, or a confused proxy).
+		req := get(g.Addr, streamPath(ch)) + get(g.Addr, "/metrics")
+		req = strings.Replace(req, "Connection: close\r\n", "", 1)
+		jsonError(t, "a request pipelined behind a stream request", rawRequest(g.Addr, "", req), http.StatusBadRequest)
+		// A GET with a body.
+		body := "GET " + streamPath(ch) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+		if a := rawRequest(g.Addr, "", body); a.err != nil || a.status != http.StatusBadRequest {
+			t.Errorf("a stream request with a body: %d %v, want 400", a.status, a.err)
+		}
+		// 3 MB of headers, over net/http's --max-header-bytes (2 MiB): refused by net/http.
+		huge := get(g.Addr, streamPath(ch), "X-Big: "+strings.Repeat("h", 3<<20))
+		if a := rawRequest(g.Addr, "", huge); a.err == nil && a.status < 400 {
+			t.Errorf("a request with 3 MB of headers got %d", a.status)
+		}
+		jsonError(t, "POST /event-stream", rawRequest(g.Addr, "", "POST "+streamPath(ch)+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), http.StatusMethodNotAllowed)
+		healthy(t, g, "pipelined requests and oversized headers")
+		// None of those became a stream: the stream accounting still adds up.
+		m1 := g.metrics()
+		opened := m1.get("sse_gateway_stream_opens_total", `result="ok"`) - m0.get("sse_gateway_stream_opens_total", `result="ok"`)
+		closed := m1.get("sse_gateway_stream_closes_total") - m0.get("sse_gateway_stream_closes_total")
+		nowOpen := m1.get("sse_gateway_streams_open") - m0.get("sse_gateway_streams_open")
+		if opened != closed+nowOpen {
+			t.Errorf("requests refused with 400 changed stream_opens_total{result=\"ok\"} by %v but stream_closes_total by %v and streams_open by %v: refused requests are counted as opened streams", opened, closed, nowOpen)
+		}
 	})
 
 	slowloris.Wait()
