@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -42,6 +43,26 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	baseline := stableGoroutines(t)
 	opens0, closes0 := e.counter(e.srv.metrics.opens, "ok"), e.counter(e.srv.metrics.closes, CloseClient)
 
+	// Sampled while churning, for the failure message: a closer that lags behind hang-ups
+	// holds sockets (and file descriptors) of streams already gone.
+	var maxOpen, maxFDs atomic.Int64
+	stopSample, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSample:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if o := int64(e.srv.Open()); o > maxOpen.Load() {
+				maxOpen.Store(o)
+			}
+			if ents, err := os.ReadDir("/proc/self/fd"); err == nil && int64(len(ents)) > maxFDs.Load() {
+				maxFDs.Store(int64(len(ents)))
+			}
+		}
+	}()
 	var next, failures atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -66,8 +87,12 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	close(stopSample)
+	<-sampled
+	t.Logf("while churning: at most %d streams registered, %d file descriptors open", maxOpen.Load(), maxFDs.Load())
 	if n := failures.Load(); n > 0 {
-		t.Fatalf("%d of %d cycles failed; first: %v", n, cycles, firstErr.Load())
+		t.Fatalf("%d of %d cycles failed; first: %v (at most %d streams registered, %d fds open at once)",
+			n, cycles, firstErr.Load(), maxOpen.Load(), maxFDs.Load())
 	}
 
 	deadline := time.Now().Add(waitLimit)

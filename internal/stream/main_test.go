@@ -151,7 +151,13 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 		if err := <-runDone; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		eventually(t, "every stream forgotten after shutdown", func() bool { return srv.Open() == 0 })
+		deadline := time.Now().Add(waitLimit)
+		for srv.Open() != 0 && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if srv.Open() != 0 {
+			t.Errorf("streams left after shutdown: %s", registryReport(srv))
+		}
 		e.hub.Close()
 	})
 	return e

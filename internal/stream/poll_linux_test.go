@@ -36,7 +36,7 @@ func pollerEntries(s *Server) int {
 // registryReport describes what the Server's registry still holds, for failure messages.
 func registryReport(s *Server) string {
 	s.mu.Lock()
-	var reserved, closing, polled int
+	var reserved, loops int
 	var streams []*pollStream
 	for _, st := range s.streams {
 		switch ps := st.(type) {
@@ -44,20 +44,29 @@ func registryReport(s *Server) string {
 			reserved++
 		case *pollStream:
 			streams = append(streams, ps)
+		default:
+			loops++
 		}
 	}
 	total := len(s.streams)
 	s.mu.Unlock()
+	var closing, polled int
+	var detail []string
 	for _, ps := range streams {
 		ps.mu.Lock()
 		if ps.closing {
 			closing++
 		}
-		ps.mu.Unlock()
-		if s.poller.lookup(ps.id) != nil {
+		inPoller := s.poller.lookup(ps.id) != nil
+		if inPoller {
 			polled++
 		}
+		if len(detail) < 5 {
+			detail = append(detail, fmt.Sprintf("{id %d key %s closing %v reason %q subscribed %v in poller %v}",
+				ps.id, ps.grant.Name, ps.closing, ps.reason, ps.sub != nil, inPoller))
+		}
+		ps.mu.Unlock()
 	}
-	return fmt.Sprintf("%d entries: %d reserved (nil), %d poll streams of which %d already closed and %d still in the poller",
-		total, reserved, len(streams), closing, polled)
+	return fmt.Sprintf("%d entries: %d reserved (nil), %d loop streams, %d poll streams of which %d closing and %d still in the poller %v",
+		total, reserved, loops, len(streams), closing, polled, detail)
 }

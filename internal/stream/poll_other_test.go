@@ -3,6 +3,7 @@
 package stream
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -15,3 +16,5 @@ func pendingOfPoll(t testing.TB, st stream) []*hub.Message {
 }
 
 func pollerEntries(*Server) int { return 0 }
+
+func registryReport(s *Server) string { return fmt.Sprintf("%d entries", s.Open()) }
