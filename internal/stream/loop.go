@@ -67,8 +67,8 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 	s.writeHeaders(w, r)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if _, err := w.Write(wire.Heartbeat); err != nil || rc.Flush() != nil {
+		// The client left before its stream opened: neither opened nor closed.
 		s.unadmit(b)
-		s.metrics.closes.WithLabelValues(CloseClient).Inc()
 		return
 	}
 	s.register(l)

@@ -109,15 +109,16 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		_, _ = nc.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 41\r\n\r\n{\"error\":\"unexpected data after request\"}"))
 		_ = nc.Close()
 		s.unadmit(b)
+		s.metrics.opens.WithLabelValues("400").Inc()
 		return
 	}
 	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
 		"Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n" + cors + "\r\n"
 	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if _, err := nc.Write(append([]byte(head), chunkedHeartbeat...)); err != nil {
+		// The client left before its stream opened: neither opened nor closed.
 		_ = nc.Close()
 		s.unadmit(b)
-		s.metrics.closes.WithLabelValues(CloseClient).Inc()
 		return
 	}
 	_ = nc.SetWriteDeadline(time.Time{})

@@ -233,6 +233,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, status, err.Error())
 		return
 	}
+	// Read before authorising: a revocation that lands while this request is being
+	// authorised then shows as a newer generation at register, which checks again.
+	gen := s.revokeGen.Load()
 	grant, err := s.auth.Authorize(req.key, req.channels)
 	switch {
 	case errors.Is(err, auth.ErrUnknownKey):
@@ -243,7 +246,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := s.clientIP(r)
-	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: s.revokeGen.Load()}
+	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: gen}
 	if status, msg, retry := s.admit(b); status != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		s.refuse(w, status, msg)
@@ -279,8 +282,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			floor = v
 		}
 	}
-	s.metrics.opens.WithLabelValues("ok").Inc()
 	if r.Method == http.MethodHead {
+		s.metrics.opens.WithLabelValues("ok").Inc()
 		s.writeHeaders(w, r)
 		s.unadmit(b)
 		return
@@ -339,6 +342,9 @@ func (s *Server) register(st stream) {
 	s.mu.Lock()
 	s.streams[b.id] = st
 	s.mu.Unlock()
+	// Counted here, once the stream exists: a request refused or abandoned before its
+	// headers went out is not an opened stream.
+	s.metrics.opens.WithLabelValues("ok").Inc()
 	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Inc()
 	if s.revokeGen.Load() != b.gen && !s.auth.Known(b.grant.ID) {
 		st.close(CloseRevoked, 0)
