@@ -95,6 +95,8 @@ type env struct {
 	quota  KeyQuota
 	// wrapAuth, when set, wraps the key store the Server authorises with.
 	wrapAuth func(Authorizer) Authorizer
+	// storeOverride, when set, is the Server's Store instead of e.store.
+	storeOverride Store
 
 	mu sync.Mutex
 	lm map[string]int64 // newest lastModified published per channel
@@ -122,7 +124,11 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	if e.wrapAuth != nil {
 		authz = e.wrapAuth(authz)
 	}
-	srv, err := New(cfg, e.hub, authz, e.store, e.quotaOrNil(), log, e.reg)
+	var store Store = e.store
+	if e.storeOverride != nil {
+		store = e.storeOverride
+	}
+	srv, err := New(cfg, e.hub, authz, store, e.quotaOrNil(), log, e.reg)
 	if err != nil {
 		t.Fatal(err)
 	}

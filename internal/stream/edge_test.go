@@ -1,0 +1,58 @@
+package stream
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+)
+
+// blockingStore never answers before its context ends, like a store behind a dead network.
+type blockingStore struct{ calls chan struct{} }
+
+func (b blockingStore) Latest(ctx context.Context, _ string) (*hub.Message, error) {
+	select {
+	case b.calls <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSeedTimeout: a store that hangs delays nothing but the stream's first event: the lookup
+// is bounded by SeedTimeout and the stream then receives what is published.
+func TestSeedTimeout(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			st := blockingStore{calls: make(chan struct{}, 1)}
+			e := startEnv(t, m, Config{SeedTimeout: 50 * time.Millisecond, Heartbeat: time.Hour},
+				func(e *env, _ *Config) { e.storeOverride = st })
+			s := e.connect(e.url(secretAll, "c"), nil)
+			<-st.calls
+			// Published after the lookup started: delivered whether or not it has ended.
+			msg := e.publish("c", 3, "")
+			s.waitLast(msg.ID)
+			if ids := s.ids(); len(ids) != 1 {
+				t.Fatalf("ids %v", ids)
+			}
+		})
+	}
+}
+
+// TestPerIPBehindTrustedProxy: behind a trusted proxy the per-address limit applies to the
+// address the proxy vouches for, not to the proxy.
+func TestPerIPBehindTrustedProxy(t *testing.T) {
+	e := startEnv(t, modes[0], Config{MaxStreamsPerIP: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	xff := func(a string) http.Header { return http.Header{"X-Forwarded-For": {a}} }
+	e.connect(e.url(secretAll, "c"), xff("192.0.2.1"))
+	e.connect(e.url(secretAll, "c"), xff("192.0.2.2"))
+	if _, status, _ := e.tryConnect(e.url(secretAll, "c"), xff("198.51.100.7, 192.0.2.1")); status != http.StatusTooManyRequests {
+		t.Fatalf("second stream of 192.0.2.1: %d, want 429", status)
+	}
+	if _, status, _ := e.tryConnect(e.url(secretAll, "c"), nil); status != http.StatusOK {
+		t.Fatalf("the proxy's own address: %d, want 200", status)
+	}
+}
