@@ -48,6 +48,7 @@ type serveConfig struct {
 	InstanceID       string
 	ReadHeaderTime   time.Duration
 	MetricsChannels  string
+	SendBuffer       int
 }
 
 // serveFlags defines the serve flags on fs, bound to cfg. It is the single source of the
@@ -80,6 +81,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For gives the client address")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on --metrics-addr (never on --addr)")
+	fs.IntVar(&cfg.SendBuffer, "send-buffer", 64<<10, "kernel send buffer per stream socket in bytes (SO_SNDBUF): bounds what a client that stops reading pins; -1 leaves it to the kernel")
 	fs.StringVar(&cfg.MetricsChannels, "metrics-channels", "", "comma-separated channel patterns ('*' wildcard) whose names may appear as metric labels (sse_gateway_channel_*); empty: none")
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "name of this instance in logs and probes; empty uses hostname and pid")
 	fs.DurationVar(&cfg.ReadHeaderTime, "read-header-timeout", 5*time.Second, "a connection that has not sent complete request headers in this time is closed (slowloris)")

@@ -151,6 +151,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AcceptRate:      cfg.AcceptRate,
 		MaxLifetime:     cfg.MaxLifetime,
 		TrustedProxies:  proxies,
+		SendBuffer:      cfg.SendBuffer,
 	}, h, keys, b, keyQuota, log, reg)
 	if err != nil {
 		return err

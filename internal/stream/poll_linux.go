@@ -40,6 +40,7 @@ type poller struct {
 	mu      sync.RWMutex
 	conns   [buckets]map[uint64]*pollStream // guarded by mu
 	stalled map[*pollStream]struct{}        // guarded by mu
+	stopped bool                            // guarded by mu: run has ended; epfd takes no more changes
 
 	closeMu   sync.Mutex
 	closeQ    []*pollStream // guarded by closeMu
@@ -62,6 +63,7 @@ type pollStream struct {
 	lastWrite int64          // unix nanos of the last completed write
 	input     int            // bytes the client has sent after its request
 	closing   bool
+	finished  bool // the close was carried out (finish is idempotent)
 	reason    string
 	retry     time.Duration
 }
@@ -135,8 +137,11 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	// stream in the registry, or a stale entry would outlive it.
 	s.register(ps)
 	if err := s.poller.add(ps); err != nil {
-		s.log.Error("epoll add failed", "err", err)
-		ps.close(CloseClient, 0)
+		if !errors.Is(err, errStopped) {
+			s.log.Error("epoll add failed", "err", err)
+		}
+		ps.close(CloseDrain, 0)
+		s.poller.finish(ps) // the closer may be gone; finish is idempotent
 		return
 	}
 	sub, seed := s.subscribe(context.WithoutCancel(r.Context()), ps, channels, floor)
@@ -183,15 +188,28 @@ func (p *poller) add(ps *pollStream) error {
 		return nil
 	}
 	p.mu.Lock()
-	p.conns[ps.id%buckets][ps.id] = ps
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return errStopped
+	}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ps.fd, epollEvent(ps.id, idleEvents)); err != nil {
-		p.mu.Lock()
-		delete(p.conns[ps.id%buckets], ps.id)
-		p.mu.Unlock()
 		return err
 	}
+	p.conns[ps.id%buckets][ps.id] = ps
 	return nil
+}
+
+// errStopped: the poller's Run has ended; a stream can no longer be taken over.
+var errStopped = errors.New("stream poller stopped")
+
+// ctl changes the epoll set unless the poller has stopped (its epoll fd may be closed, and
+// its number reused).
+func (p *poller) ctl(op, fd int, ev *unix.EpollEvent) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.stopped {
+		_ = unix.EpollCtl(p.epfd, op, fd, ev)
+	}
 }
 
 // Offer implements hub.Sink. It writes at once when the socket is idle; otherwise the message
@@ -301,7 +319,7 @@ func (p *poller) watch(c *pollStream, stalled bool) {
 	if stalled {
 		ev = stalledEvents
 	}
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, epollEvent(c.id, ev))
+	p.ctl(unix.EPOLL_CTL_MOD, c.fd, epollEvent(c.id, ev))
 	p.mu.Lock()
 	if stalled {
 		p.stalled[c] = struct{}{}
@@ -369,6 +387,9 @@ func (c *pollStream) closeLocked(reason string, retry time.Duration) {
 	}
 	c.closing, c.reason, c.retry = true, reason, retry
 	p := c.p
+	// Out of epoll at once: a hung-up socket keeps reporting until it is closed, and the
+	// closer may be a while behind. The fd is still open here, so its number is still ours.
+	p.ctl(unix.EPOLL_CTL_DEL, c.fd, nil)
 	p.closeMu.Lock()
 	p.closeQ = append(p.closeQ, c)
 	p.closeMu.Unlock()
@@ -382,6 +403,11 @@ func (c *pollStream) closeLocked(reason string, retry time.Duration) {
 // the close, and the bookkeeping.
 func (p *poller) finish(c *pollStream) {
 	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
 	switch {
 	case c.out != nil:
 	case c.retry > 0:
@@ -398,8 +424,6 @@ func (p *poller) finish(c *pollStream) {
 	c.sub = nil
 	reason := c.reason
 	c.mu.Unlock()
-	// Deregister before closing: once closed, the fd number can be reused by a new stream.
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	p.mu.Lock()
 	delete(p.conns[c.id%buckets], c.id)
 	delete(p.stalled, c)
@@ -417,6 +441,11 @@ func (p *poller) run(ctx context.Context) error {
 	go func() { defer wg.Done(); p.closer(stop) }()
 	go func() { defer wg.Done(); p.sweeper(stop) }()
 	defer func() {
+		// Stopped first: a stream still being handed over now fails to be added and is
+		// finished by its handler, instead of joining a poller nobody runs.
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
 		p.closeAll()
 		close(stop)
 		wg.Wait()
@@ -557,9 +586,19 @@ func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// setUserTimeout: half-open peers (a phone that left coverage) never acknowledge, and
-// non-reading peers keep a zero window; with this the kernel fails such a socket once data
-// has waited for the write timeout, instead of retransmitting for a quarter of an hour.
+// setUserTimeout tunes a stream socket.
+//
+// TCP_USER_TIMEOUT: half-open peers (a phone that left coverage) never acknowledge, and
+// non-reading peers keep a zero window; with it the kernel fails such a socket once data has
+// waited for the write timeout, instead of retransmitting for a quarter of an hour.
+//
+// SO_SNDBUF: a fixed send buffer instead of the kernel's autotuning, which on loopback (or
+// behind a same-host proxy) hands every socket megabytes at once. With it a client that
+// stops reading fills its buffer after a few frames, and from then on holds only its newest
+// pending event, instead of pinning megabytes of kernel memory per slow client.
 func (s *Server) setUserTimeout(fd int) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.WriteTimeout.Milliseconds()))
+	if s.cfg.SendBuffer > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer)
+	}
 }

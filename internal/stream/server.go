@@ -81,6 +81,10 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// NoTakeover keeps every stream on the net/http path (one goroutine per stream).
 	NoTakeover bool
+	// SendBuffer fixes each stream socket's kernel send buffer (SO_SNDBUF, which the kernel
+	// doubles) in bytes, bounding what a client that stops reading can pin (default 64 KiB;
+	// negative leaves the kernel's autotuning on).
+	SendBuffer int
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +100,9 @@ func (c *Config) setDefaults() {
 	c.MaxChannels = min(c.MaxChannels, maxChannelsLimit)
 	if c.SeedTimeout <= 0 {
 		c.SeedTimeout = 2 * time.Second
+	}
+	if c.SendBuffer == 0 {
+		c.SendBuffer = 64 << 10
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = time.Second
