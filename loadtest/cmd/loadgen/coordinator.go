@@ -112,6 +112,9 @@ func (c *coordinator) run(addr, hostHeader string) error {
 		defer stop()
 	}
 
+	// With --pprof-url: a CPU profile of the server while the connections open.
+	waitConnectProfile := c.fetchProfileAsync("cpu-connect", fmt.Sprintf("/debug/pprof/profile?seconds=%d", o.pprofConnectSeconds),
+		time.Duration(o.pprofConnectSeconds+30)*time.Second)
 	if err := c.startWorkers(addr, hostHeader); err != nil {
 		return err
 	}
@@ -120,6 +123,7 @@ func (c *coordinator) run(addr, hostHeader string) error {
 		return err
 	}
 	c.phase("connected")
+	waitConnectProfile()
 	if srv != nil {
 		cpu1, _ := procstat.ReadCPU(o.serverPID)
 		srv.CPUConnectS = (cpu1 - cpu0).Seconds()
@@ -319,20 +323,21 @@ func (c *coordinator) collectConnected() error {
 	return nil
 }
 
-// progress returns the measured deliveries so far, over all workers.
-func (c *coordinator) progress() (uint64, error) {
+// progress returns the measured deliveries and the frames sent before the
+// measured phase received so far, over all workers.
+func (c *coordinator) progress() (delivered, prePhase uint64, err error) {
 	if err := c.broadcast(command{Cmd: "progress"}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var total uint64
 	for _, wp := range c.workers {
 		m, err := c.expect(wp, "progress")
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		total += m.Delivered
+		delivered += m.Delivered
+		prePhase += m.PrePhase
 	}
-	return total, nil
+	return delivered, prePhase, nil
 }
 
 // finishWorkers asks workers to close their connections and merges results.

@@ -23,38 +23,39 @@ import (
 
 // options are the command-line flags.
 type options struct {
-	url                string
-	conns              int
-	channels           int
-	channelPrefix      string
-	workers            int
-	connsPerWorker     int
-	sourceIPs          int
-	connectConcurrency int
-	connectRate        float64
-	connectTimeout     time.Duration
-	serverPID          int
-	redisURL           string
-	redisPrefix        string
-	publishes          int
-	publishGap         time.Duration
-	roundSpread        time.Duration
-	roundTimeout       time.Duration
-	fillPublishes      int
-	fillChannels       int
-	fillWait           time.Duration
-	pad                int
-	slowFraction       float64
-	slowRcvBuf         int
-	settle             time.Duration
-	hold               time.Duration
-	strict             bool
-	timeout            time.Duration
-	label              string
-	pprofURL           string
-	pprofDir           string
-	pprofSeconds       int
-	readBuf            int
+	url                 string
+	conns               int
+	channels            int
+	channelPrefix       string
+	workers             int
+	connsPerWorker      int
+	sourceIPs           int
+	connectConcurrency  int
+	connectRate         float64
+	connectTimeout      time.Duration
+	serverPID           int
+	redisURL            string
+	redisPrefix         string
+	publishes           int
+	publishGap          time.Duration
+	roundSpread         time.Duration
+	roundTimeout        time.Duration
+	fillPublishes       int
+	fillChannels        int
+	fillWait            time.Duration
+	pad                 int
+	slowFraction        float64
+	slowRcvBuf          int
+	settle              time.Duration
+	hold                time.Duration
+	strict              bool
+	timeout             time.Duration
+	label               string
+	pprofURL            string
+	pprofDir            string
+	pprofSeconds        int
+	pprofConnectSeconds int
+	readBuf             int
 }
 
 func main() {
@@ -111,7 +112,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.roundTimeout, "round-timeout", 5*time.Second, "longest wait for one round to reach every reader")
 	fs.IntVar(&o.fillPublishes, "fill-publishes", 0, "unmeasured publishes per fill channel before the measured phase (fills slow consumers' buffers)")
 	fs.IntVar(&o.fillChannels, "fill-channels", 1, "channels 0..n-1 that get the fill publishes")
-	fs.DurationVar(&o.fillWait, "fill-wait", 2*time.Second, "pause after the fill publishes")
+	fs.DurationVar(&o.fillWait, "fill-wait", 5*time.Second, "after the fill publishes, wait until readers receive no fill frame for 1 s, at most this long")
 	fs.IntVar(&o.pad, "fill-pad", 0, "bytes of padding added to each fill payload (\"pad\" field; measured payloads have none)")
 	fs.Float64Var(&o.slowFraction, "slow-fraction", 0, "fraction of connections per channel that stop reading after connect (0..1)")
 	fs.IntVar(&o.slowRcvBuf, "slow-rcvbuf", 0, "SO_RCVBUF for slow connections (bytes, 0 = kernel default)")
@@ -120,9 +121,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.strict, "strict", false, "decode and check every event against the contract's wire format (slower)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "hard limit for the whole run")
 	fs.StringVar(&o.label, "label", "", "free-form label copied to the summary")
-	fs.StringVar(&o.pprofURL, "pprof-url", "", "server's pprof base, e.g. http://127.0.0.1:9090: fetch a heap profile after connect and a CPU profile during publishing")
+	fs.StringVar(&o.pprofURL, "pprof-url", "", "server's pprof base, e.g. http://127.0.0.1:9090: CPU profiles while connecting and while publishing, heap profile and goroutine dump after connecting")
 	fs.StringVar(&o.pprofDir, "pprof-dir", ".", "directory for the profiles")
-	fs.IntVar(&o.pprofSeconds, "pprof-seconds", 10, "CPU profile length")
+	fs.IntVar(&o.pprofSeconds, "pprof-seconds", 10, "length of the CPU profile taken while publishing")
+	fs.IntVar(&o.pprofConnectSeconds, "pprof-connect-seconds", 3, "length of the CPU profile taken while connecting")
 	fs.IntVar(&o.readBuf, "read-buf", 1024, "bufio size per connection for the response headers")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -110,9 +110,27 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 				batch = batch[:0]
 			}
 		}
-		if err := sleepCtx(c.ctx, o.fillWait); err != nil {
-			return err
+		// Wait until the fill stops arriving (no new frame for 1 s: delivered, or
+		// stuck behind the slow consumers), at most --fill-wait, so the measured
+		// phase does not compete with the fill's fan-out.
+		deadline := time.Now().Add(o.fillWait)
+		var last uint64
+		quietSince := time.Now()
+		for time.Now().Before(deadline) {
+			if err := sleepCtx(c.ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+			_, pre, err := c.progress()
+			if err != nil {
+				return err
+			}
+			if pre != last {
+				last, quietSince = pre, time.Now()
+			} else if time.Since(quietSince) >= time.Second {
+				break
+			}
 		}
+		c.logf("fill settled: %d frames received by readers", last)
 		c.phase("fill done")
 	}
 	if o.publishes == 0 {
@@ -154,7 +172,7 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 		}
 		deadline := time.Now().Add(o.roundTimeout)
 		for {
-			delivered, err = c.progress()
+			delivered, _, err = c.progress()
 			if err != nil {
 				return err
 			}

@@ -151,7 +151,7 @@ func runWorker() error {
 				w.phaseStart.Store(c.StartNs)
 				_ = w.out.Encode(workerMsg{Type: "ack"})
 			case "progress":
-				_ = w.out.Encode(workerMsg{Type: "progress", Delivered: w.delivered.Load(), ClosedReaders: int(w.closedRead.Load())})
+				_ = w.out.Encode(workerMsg{Type: "progress", Delivered: w.delivered.Load(), PrePhase: w.prePhase.Load(), ClosedReaders: int(w.closedRead.Load())})
 			case "finish":
 				w.finish()
 				return w.out.Encode(w.result())
