@@ -1,7 +1,7 @@
 // Package redistest starts private redis-server processes for tests: each on a free loopback
 // port, without persistence, in the test's temporary directory, stopped when the test ends.
-// A test that needs Redis fails with a clear message when redis-server is not installed; it
-// never skips.
+// A test may kill and restart a server on the same port. A test that needs Redis fails with
+// a clear message when redis-server is not installed; it never skips.
 package redistest
 
 import (
@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Server is one private redis-server.
@@ -32,8 +34,9 @@ type Server struct {
 	done chan struct{} // closed when cmd has exited
 }
 
-// Start starts a redis-server for t and kills it when t ends.
-func Start(t testing.TB) *Server {
+// Start starts a redis-server for t and kills it when t ends. extra are more redis-server
+// arguments for this first start only (e.g. "--dbfilename", "x.rdb"); Restart takes its own.
+func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH: this test needs a real Redis (apt-get install redis-server): %v", err)
@@ -42,8 +45,8 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(s.Kill)
 	var err error
 	for range 5 { // another process may take the free port between probing and binding it
-		s.port = freePort(t)
-		if err = s.start(); err == nil {
+		s.port = FreePort(t)
+		if err = s.start(extra); err == nil {
 			return s
 		}
 	}
@@ -57,12 +60,32 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
-// Restart starts the server again on the same port, empty.
-func (s *Server) Restart() {
+// Dir is the server's working directory, where it writes and loads RDB snapshots; it stays
+// the same across restarts.
+func (s *Server) Dir() string { return s.dir }
+
+// Client returns a go-redis client for the server, configured by opt (nil for the defaults)
+// with Addr set to the server's. It is closed when the test ends, before the server is
+// killed, and reconnects by itself after a restart.
+func (s *Server) Client(opt *redis.Options) *redis.Client {
+	o := redis.Options{}
+	if opt != nil {
+		o = *opt
+	}
+	o.Addr = s.Addr()
+	c := redis.NewClient(&o)
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Restart starts the server again on the same port after Kill: empty, unless extra says
+// otherwise (e.g. "--dbfilename", "x.rdb" loads that snapshot from Dir). The arguments
+// given to Start are not repeated.
+func (s *Server) Restart(extra ...string) {
 	s.t.Helper()
 	var err error
 	for range 100 { // the port may linger briefly after SIGKILL
-		if err = s.start(); err == nil {
+		if err = s.start(extra); err == nil {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -83,12 +106,12 @@ func (s *Server) Kill() {
 	<-done
 }
 
-func (s *Server) start() error {
+func (s *Server) start(extra []string) error {
 	logFile := filepath.Join(s.dir, "redis.log")
 	_ = os.Remove(logFile)
-	cmd := exec.Command("redis-server",
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", logFile)
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", logFile}, extra...)
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
@@ -121,7 +144,9 @@ func (s *Server) start() error {
 	return nil
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback TCP port that was free a moment ago; another process may take
+// it before the caller binds it.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
