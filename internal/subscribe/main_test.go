@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/redistest"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -201,7 +202,7 @@ func testConfig() Config {
 // break, feeding a fake hub.
 type env struct {
 	t      *testing.T
-	srv    *redisServer
+	srv    *redistest.Server
 	proxy  *proxy
 	direct *redis.Client // straight to Redis, for the test's own commands
 	hub    *fakeHub
@@ -214,7 +215,7 @@ type env struct {
 // waits until the broker is ready. Everything stops when t ends.
 func newEnv(t *testing.T, cfg Config, channels ...string) *env {
 	t.Helper()
-	e := &env{t: t, srv: startRedis(t), hub: &fakeHub{channels: channels}, cmds: &cmdCounter{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, srv: redistest.Start(t), hub: &fakeHub{channels: channels}, cmds: &cmdCounter{}, reg: prometheus.NewRegistry()}
 	e.proxy = startProxy(t, e.srv.Addr())
 	e.direct = newClient(t, e.srv.Addr())
 	gw := newClient(t, e.proxy.Addr())

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/redistest"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -200,7 +201,7 @@ func histogramCount(t *testing.T, reg *prometheus.Registry) uint64 {
 
 func TestStoreNeverGoesBackwards(t *testing.T) {
 	t.Parallel()
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	direct := newClient(t, srv.Addr())
 	b := NewRedis(newClient(t, srv.Addr()), &fakeHub{}, testConfig(), nil, nil)
 	lo, hi := `"a"`, `"b"`
@@ -286,7 +287,7 @@ func TestReplayNotStoredOverNewer(t *testing.T) {
 
 func TestLatestIsSharedPerChannel(t *testing.T) {
 	t.Parallel()
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	p := payload(t, "e", 42)
 	mustPublish(t, NewRedis(newClient(t, srv.Addr()), &fakeHub{}, testConfig(), nil, nil), "c", p, true)
 
