@@ -288,11 +288,11 @@ func TestRedisDataLoss(t *testing.T) {
 		side := startRedis(t, "--dbfilename", "stale.rdb")
 		publishCLI(t, side.URL(), sub, etag(4), base+4)
 		side.Do("SAVE")
-		rdb, err := os.ReadFile(filepath.Join(side.dir, "stale.rdb"))
+		rdb, err := os.ReadFile(filepath.Join(side.Dir(), "stale.rdb"))
 		if err != nil {
 			t.Fatalf("reading the side Redis snapshot: %v", err)
 		}
-		if err := os.WriteFile(filepath.Join(r.dir, "stale.rdb"), rdb, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(r.Dir(), "stale.rdb"), rdb, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		publish(sub, 7)
