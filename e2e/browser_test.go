@@ -132,7 +132,7 @@ func TestBrowserEventSource(t *testing.T) {
 	}
 	channel := devcycleChannel("dvc_client", t.Name())
 	rs := startRedis(t)
-	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_client_*")})
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, "dvc_client_*")})
 	streamURL := gw.streamURL(channel, key) // http://127.0.0.1:<port>
 
 	// The page lives on http://localhost:<other port>: another host and port, so another origin.

@@ -184,7 +184,7 @@ func TestGoSSEClients(t *testing.T) {
 	)
 	channel := devcycleChannel("dvc_server", t.Name())
 	rs := startRedis(t)
-	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_server_*"), Heartbeat: heartbeat})
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, "dvc_server_*"), Heartbeat: heartbeat})
 	url := gw.streamURL(channel, key)
 
 	r3 := startR3labs(t, url)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/internal/redistest"
 )
 
 // depsHint ends every "something is missing" failure.
@@ -108,17 +110,6 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // waitFor polls cond every 10ms until it holds or timeout passes; then it fails the test with
 // what() (which should say which client, what was expected and what arrived).
 func waitFor(t testing.TB, timeout time.Duration, what func() string, cond func() bool) {
@@ -192,45 +183,18 @@ func (b *logBuffer) waitLine(timeout time.Duration, from int, match func(string)
 	}
 }
 
-// redisServer is a private redis-server on a free port, stopped at test cleanup.
+// redisServer is a private redis-server on a free port (see redistest), stopped at test
+// cleanup, with the test's own client.
 type redisServer struct {
-	Addr   string
-	URL    string
+	*redistest.Server
 	Client *redis.Client
-	cmd    *exec.Cmd
-	log    *logBuffer
 }
 
 func startRedis(t testing.TB) *redisServer {
 	t.Helper()
-	bin := requireExecutable(t, "redis-server")
-	port := freePort(t)
-	r := &redisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), log: newLogBuffer()}
-	r.URL = "redis://" + r.Addr + "/0"
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", t.TempDir())
-	pr, pw := io.Pipe()
-	r.cmd.Stdout, r.cmd.Stderr = pw, pw
-	go r.log.consume(pr)
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { r.cmd.Wait(); pw.Close(); close(exited) }()
-	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
-	t.Cleanup(func() {
-		r.Client.Close()
-		r.cmd.Process.Kill()
-		<-exited
-	})
-	waitFor(t, 10*time.Second, func() string {
-		return "redis-server on " + r.Addr + " did not answer PING; its output:\n" + r.log.tail(20)
-	}, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return r.Client.Ping(ctx).Err() == nil
-	})
-	return r
+	requireExecutable(t, "redis-server") // fail with depsHint rather than redistest's hint
+	s := redistest.Start(t)
+	return &redisServer{Server: s, Client: s.Client(&redis.Options{MaxRetries: -1})}
 }
 
 // publish does what a config service does: PUBLISH sse:<channel> {"etag":..,"lastModified":..,

@@ -77,7 +77,7 @@ func TestNodeServerSDK(t *testing.T) {
 	requireNodeModules(t)
 	channel := devcycleChannel("dvc_server", t.Name())
 	rs := startRedis(t)
-	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_server_*")})
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, "dvc_server_*")})
 	cdn := startCDN(t)
 	const cfgPath = "/config/v2/server/"
 	host, path := "http://"+gw.Addr, streamPath(channel, key)
@@ -160,7 +160,7 @@ func TestJSClientSDK(t *testing.T) {
 	requireNodeModules(t)
 	channel := devcycleChannel("dvc_client", t.Name())
 	rs := startRedis(t)
-	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL, KeysFile: writeKeysFile(t, key, "dvc_client_*")})
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, "dvc_client_*")})
 	cdn := startCDN(t)
 	const cfgPath = "/v1/sdkConfig"
 	sseURL := gw.streamURL(channel, key)
