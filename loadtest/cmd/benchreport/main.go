@@ -107,7 +107,9 @@ func generate(in, out, svgPath string) error {
 	}
 	machine, _ := os.ReadFile(filepath.Join(in, "machine.txt"))
 	commands, _ := os.ReadFile(filepath.Join(in, "commands.txt"))
+	floorOut, _ := os.ReadFile(filepath.Join(in, "floor.txt"))
 	section := render(rs, string(machine), string(commands), filepath.ToSlash(rel))
+	section += renderFloor(rs, string(floorOut))
 
 	old, err := os.ReadFile(out)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

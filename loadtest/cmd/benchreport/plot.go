@@ -17,8 +17,8 @@ func plot(rs runs) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	cdfPanel(&b, rs, "fanout", "Delivery latency, 1 channel × N (CDF)", 60, 40, 340, 300)
-	cdfPanel(&b, rs, "channels", "Delivery latency, 100 channels (CDF)", 480, 40, 340, 300)
+	cdfPanel(&b, rs, "fanout", "Delivery latency, 1 channel × N (CDF, all runs)", 60, 40, 340, 300)
+	cdfPanel(&b, rs, "channels", "Delivery latency, 100 channels (CDF, all runs)", 480, 40, 340, 300)
 	memPanel(&b, rs, 900, 40, 300, 300)
 	b.WriteString("</svg>\n")
 	return b.String()

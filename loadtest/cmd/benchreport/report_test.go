@@ -110,3 +110,27 @@ func TestSpliceNewDocument(t *testing.T) {
 		t.Fatalf("splice = %q", got)
 	}
 }
+
+func TestParseFloor(t *testing.T) {
+	out := `goos: linux
+BenchmarkLoopbackWrite/conns=1-2         	  200000	      2956 ns/op	  96.77 MB/s	      2588 cpu-ns/write
+BenchmarkLoopbackWrite/conns=1-2         	  200000	      5723 ns/op	  49.97 MB/s	      3839 cpu-ns/write
+BenchmarkLoopbackWrite/conns=1-2         	  200000	      3465 ns/op	  82.55 MB/s	      2291 cpu-ns/write
+BenchmarkLoopbackWrite/conns=1000-2      	  200000	     30057 ns/op	   9.52 MB/s	     12125 cpu-ns/write
+PASS`
+	f := parseFloor(out)
+	if f[1] != 2.588 || f[1000] != 12.125 {
+		t.Fatalf("parseFloor = %v", f)
+	}
+	rs := runs{gateway: {"fanout": {{s: summary(3, 1, 1, 1, 1, 1)}}}}
+	got := renderFloor(rs, out)
+	if !strings.Contains(got, "| 1000 | 12.12 |") && !strings.Contains(got, "| 1000 | 12.13 |") {
+		t.Fatalf("renderFloor:\n%s", got)
+	}
+	if !strings.Contains(got, "gateway: 2.00 µs of server CPU per delivery") {
+		t.Fatalf("renderFloor lacks the ratio:\n%s", got)
+	}
+	if renderFloor(rs, "") != "" {
+		t.Fatal("no floor output must render nothing")
+	}
+}
