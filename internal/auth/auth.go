@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,7 @@ type Store struct {
 	mu      sync.Mutex // serialises writers
 	sources map[string][]Key
 	snap    atomic.Pointer[map[[32]byte]Key]
+	byID    atomic.Pointer[map[string]Key] // the same keys by Key.ID
 }
 
 // NewStore returns an empty Store: every key is unknown until a source is set.
@@ -85,7 +87,8 @@ func NewStore() *Store {
 }
 
 // SetSource replaces the keys that came from source and returns the IDs of keys that no
-// source holds any more, whose open streams must be closed.
+// source holds any more, or whose channel patterns changed: their open streams must be
+// checked again with Permits (and closed where it says no).
 func (s *Store) SetSource(source string, keys []Key) (revoked []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,23 +109,37 @@ func (s *Store) SetSource(source string, keys []Key) (revoked []string) {
 		}
 	}
 	for h, k := range *s.snap.Load() {
-		if _, ok := next[h]; !ok {
+		if now, ok := next[h]; !ok || !slices.Equal(now.Channels, k.Channels) {
 			revoked = append(revoked, k.ID())
 		}
 	}
 	sort.Strings(revoked)
+	byID := make(map[string]Key, len(next))
+	for _, k := range next {
+		byID[k.ID()] = k
+	}
 	s.snap.Store(&next)
+	s.byID.Store(&byID)
 	return revoked
 }
 
-// Known reports whether the secret with this ID (see Key.ID) is still configured.
-func (s *Store) Known(id string) bool {
-	for _, k := range *s.snap.Load() {
-		if k.ID() == id {
-			return true
+// Permits reports whether the secret with this ID (see Key.ID) is still configured and may
+// still read every one of channels: what an open stream checks after a key change.
+func (s *Store) Permits(id string, channels []string) bool {
+	m := s.byID.Load()
+	if m == nil {
+		return false
+	}
+	k, ok := (*m)[id]
+	if !ok {
+		return false
+	}
+	for _, ch := range channels {
+		if !k.Allows(ch) {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // Len reports how many distinct keys are configured.

@@ -157,9 +157,13 @@ func TestSetSourceRevocation(t *testing.T) {
 	if r := s.SetSource("file", []Key{dev, prod}); len(r) != 0 {
 		t.Fatalf("reload revoked %v", r)
 	}
-	// Narrowing channels keeps the key (same secret, same ID).
-	if r := s.SetSource("file", []Key{prod, {Name: "dev", Hash: dev.Hash, Channels: []string{"dev_a"}}}); len(r) != 0 {
-		t.Fatalf("narrowing revoked %v", r)
+	// Narrowing channels keeps the key (same secret, same ID), but its streams must be
+	// checked again: the ID is reported, and Permits decides per stream.
+	if r := s.SetSource("file", []Key{prod, {Name: "dev", Hash: dev.Hash, Channels: []string{"dev_a"}}}); !slices.Equal(r, []string{dev.ID()}) {
+		t.Fatalf("narrowing reported %v, want [%s] to recheck", r, dev.ID())
+	}
+	if !s.Permits(dev.ID(), []string{"dev_a"}) || s.Permits(dev.ID(), []string{"dev_b"}) {
+		t.Fatal("after narrowing, Permits must allow dev_a and refuse dev_b")
 	}
 	if _, err := s.Authorize("d1", []string{"dev_b"}); !errors.Is(err, ErrChannelNotAllowed) {
 		t.Fatalf("narrowed key still allows dev_b: %v", err)
@@ -209,8 +213,12 @@ func TestSetSourceSameSecretInTwoSources(t *testing.T) {
 	if _, err := s.Authorize("x", []string{"a_1", "b_1"}); err != nil {
 		t.Fatalf("the same secret in two sources must allow the union: %v", err)
 	}
-	if r := s.SetSource("file", nil); len(r) != 0 {
-		t.Fatalf("secret still held by redis, but revoked %v", r)
+	id := Key{Hash: HashKey("x")}.ID()
+	if r := s.SetSource("file", nil); !slices.Equal(r, []string{id}) {
+		t.Fatalf("the secret lost the file's channels: reported %v, want [%s] to recheck", r, id)
+	}
+	if !s.Permits(id, []string{"b_1"}) || s.Permits(id, []string{"a_1"}) {
+		t.Fatal("secret still held by redis: Permits must allow b_1 and refuse a_1")
 	}
 	if _, err := s.Authorize("x", []string{"a_1"}); !errors.Is(err, ErrChannelNotAllowed) {
 		t.Fatalf("channels of the removed source still allowed: %v", err)

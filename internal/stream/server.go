@@ -35,8 +35,9 @@ import (
 // Authorizer resolves a stream's key; *auth.Store satisfies it.
 type Authorizer interface {
 	Authorize(secret string, channels []string) (auth.Grant, error)
-	// Known reports whether a grant's secret is still configured.
-	Known(id string) bool
+	// Permits reports whether a grant's secret is still configured and may still read
+	// every one of channels.
+	Permits(id string, channels []string) bool
 }
 
 // Store answers a channel's newest event when the hub has not seen the channel yet (after a
@@ -154,6 +155,7 @@ type streamBase struct {
 	expires  time.Time // zero: no lifetime limit
 	release  func()    // key quota release; nil when none
 	gen      uint64    // revokeGen when the key was authorised
+	channels []string  // what the stream subscribed to, for checks after a key change
 }
 
 func (b *streamBase) base() *streamBase { return b }
@@ -253,7 +255,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := s.clientIP(r)
-	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: gen}
+	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: gen, channels: req.channels}
 	if status, msg, retry := s.admit(b); status != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		s.refuse(w, status, msg)
@@ -353,7 +355,7 @@ func (s *Server) register(st stream) {
 	// headers went out is not an opened stream.
 	s.metrics.opens.WithLabelValues("ok").Inc()
 	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Inc()
-	if s.revokeGen.Load() != b.gen && !s.auth.Known(b.grant.ID) {
+	if s.revokeGen.Load() != b.gen && !s.auth.Permits(b.grant.ID, b.channels) {
 		st.close(CloseRevoked, 0)
 	}
 }
@@ -430,8 +432,9 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) {
 // Draining reports whether Drain has been called.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
-// CloseKeys closes the streams opened with any of the given key IDs (see auth.Key.ID),
-// because their key was removed or rotated.
+// CloseKeys checks again the streams opened with any of the given key IDs (see
+// auth.Key.ID), whose key was removed, rotated or had its channel patterns changed, and
+// closes those the key no longer permits.
 func (s *Server) CloseKeys(ids []string) int {
 	if len(ids) == 0 {
 		return 0
@@ -444,7 +447,10 @@ func (s *Server) CloseKeys(ids []string) int {
 	s.mu.Lock()
 	var victims []stream
 	for _, st := range s.streams {
-		if st != nil && gone[st.base().grant.ID] {
+		if st == nil {
+			continue
+		}
+		if b := st.base(); gone[b.grant.ID] && !s.auth.Permits(b.grant.ID, b.channels) {
 			victims = append(victims, st)
 		}
 	}
