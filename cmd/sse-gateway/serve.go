@@ -204,7 +204,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 
 	srv := newHTTPServer(r, cfg.ReadHeaderTime, log)
 	srv.ConnContext = streams.ConnContext
-	ln, err := net.Listen("tcp", cfg.Addr)
+	// No kernel keepalive probes: heartbeats and TCP_USER_TIMEOUT (set per connection by
+	// the stream server) find dead peers sooner, and every accepted connection saves the
+	// setsockopt calls — connect storms are syscall-bound.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}

@@ -124,7 +124,9 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		return
 	}
 	_ = nc.SetWriteDeadline(time.Time{})
-	s.setUserTimeout(fd)
+	if r.Context().Value(tunedKey{}) == nil {
+		s.setUserTimeout(fd) // not accepted through ConnContext (an embedding server)
+	}
 	ps := &pollStream{
 		streamBase: *b,
 		p:          s.poller,
@@ -582,9 +584,13 @@ func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
 	}
 	if fd, ok := socketFD(c); ok {
 		s.setUserTimeout(fd)
+		return context.WithValue(ctx, tunedKey{}, true)
 	}
 	return ctx
 }
+
+// tunedKey marks a connection's context once ConnContext has tuned its socket.
+type tunedKey struct{}
 
 // setUserTimeout tunes a stream socket.
 //
