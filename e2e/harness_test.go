@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -12,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,10 +32,6 @@ const depsHint = "run scripts/e2e-deps (installs redis-server, chromium and the 
 var (
 	// workDir holds the gateway binary built once per test run; removed by TestMain.
 	workDir string
-
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -49,47 +46,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// repoRoot is the module root (the parent of this package's directory).
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("e2e: cannot locate source file")
-	}
-	return filepath.Dir(filepath.Dir(file))
-}
+// repoRoot is the module root.
+func repoRoot(t testing.TB) string { return gwtest.RepoRoot(t) }
 
 // gatewayBinary returns the sse-gateway binary: $E2E_GATEWAY_BIN, or ./cmd/sse-gateway built once
 // per run (with -race when this test binary has the race detector, so races in the gateway
 // under real clients are caught too).
 func gatewayBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("E2E_GATEWAY_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("E2E_GATEWAY_BIN=%s: %v", p, err)
-		}
-		return p
-	}
-	buildOnce.Do(func() {
-		buildBin = filepath.Join(workDir, "sse-gateway")
-		args := []string{"build", "-o", buildBin}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/sse-gateway")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = repoRoot(t)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the gateway failed: %v", buildErr)
-	}
-	return buildBin
+	return gwtest.Binary(t, "E2E_GATEWAY_BIN", workDir, raceEnabled)
 }
 
 // requireExecutable fails the test when name is not on PATH (or, for an absolute path, absent).

@@ -1,17 +1,16 @@
 package reliability
 
 import (
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
+
 	"bufio"
-	"context"
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,10 +30,6 @@ const (
 var (
 	// workDir holds the binary built once per run and the shared keys file.
 	workDir string
-
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -79,45 +74,14 @@ func scaled(n, small int) int {
 	return small
 }
 
-// repoRoot is the module root (the parent of this package's directory).
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("reliability: cannot locate the source file")
-	}
-	return filepath.Dir(filepath.Dir(file))
-}
+// repoRoot is the module root.
+func repoRoot(t testing.TB) string { return gwtest.RepoRoot(t) }
 
 // gatewayBinary returns $RELIABILITY_GATEWAY_BIN, or ./cmd/sse-gateway built once per run
 // (with -race when this test binary has it, unless RELIABILITY_GATEWAY_RACE=0).
 func gatewayBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("RELIABILITY_GATEWAY_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("RELIABILITY_GATEWAY_BIN=%s: %v", p, err)
-		}
-		return p
-	}
-	buildOnce.Do(func() {
-		buildBin = filepath.Join(workDir, "sse-gateway")
-		args := []string{"build", "-o", buildBin}
-		if raceEnabled && os.Getenv("RELIABILITY_GATEWAY_RACE") != "0" {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/sse-gateway")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = repoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the gateway failed: %v", buildErr)
-	}
-	return buildBin
+	return gwtest.Binary(t, "RELIABILITY_GATEWAY_BIN", workDir, raceEnabled && os.Getenv("RELIABILITY_GATEWAY_RACE") != "0")
 }
 
 // childEnv is this process's environment without SSE_GATEWAY_* variables, so that only the
