@@ -63,17 +63,19 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
+	// Subscribed before the headers go out: once a client sees 200, nothing published after
+	// that can miss it. Offers only fill pending until run writes them.
+	s.register(l)
+	sub, seed := s.subscribe(r.Context(), l, channels, floor)
+	l.sub = sub
 	rc := http.NewResponseController(w)
 	s.writeHeaders(w, r)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if _, err := w.Write(wire.Heartbeat); err != nil || rc.Flush() != nil {
-		// The client left before its stream opened: neither opened nor closed.
-		s.unadmit(b)
+		l.close(CloseClient, 0)
+		s.forget(&l.streamBase, l.sub, CloseClient)
 		return
 	}
-	s.register(l)
-	sub, seed := s.subscribe(r.Context(), l, channels, floor)
-	l.sub = sub
 	seed()
 	if s.draining.Load() {
 		l.close(CloseDrain, s.retryJitter())

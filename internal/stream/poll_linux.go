@@ -56,16 +56,18 @@ type pollStream struct {
 	nc net.Conn
 	fd int
 
-	mu        sync.Mutex
-	out       []byte         // unwritten rest of the frame being written; nil when idle
-	pending   []*hub.Message // newest message per channel waiting behind out
-	stalledAt int64          // unix nanos when out became non-nil
-	lastWrite int64          // unix nanos of the last completed write
-	input     int            // bytes the client has sent after its request
-	closing   bool
-	finished  bool // the close was carried out (finish is idempotent)
-	reason    string
-	retry     time.Duration
+	mu          sync.Mutex
+	out         []byte         // unwritten rest of the frame being written; nil when idle
+	pending     []*hub.Message // newest message per channel waiting behind out
+	stalledAt   int64          // unix nanos when out became non-nil
+	lastWrite   int64          // unix nanos of the last completed write
+	input       int            // bytes the client has sent after its request
+	closing     bool
+	finished    bool // the close was carried out (finish is idempotent)
+	opening     bool // the response headers are not written yet: Offer only fills pending
+	finishLater bool // the closer found it opening; the handler finishes the close
+	reason      string
+	retry       time.Duration
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -114,16 +116,6 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		s.metrics.opens.WithLabelValues("400").Inc()
 		return
 	}
-	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
-		"Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n" + cors + "\r\n"
-	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	if _, err := nc.Write(append([]byte(head), chunkedHeartbeat...)); err != nil {
-		// The client left before its stream opened: neither opened nor closed.
-		_ = nc.Close()
-		s.unadmit(b)
-		return
-	}
-	_ = nc.SetWriteDeadline(time.Time{})
 	if r.Context().Value(tunedKey{}) == nil {
 		s.setUserTimeout(fd) // not accepted through ConnContext (an embedding server)
 	}
@@ -134,6 +126,7 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		fd:         fd,
 		pending:    make([]*hub.Message, len(channels)),
 		lastWrite:  time.Now().UnixNano(),
+		opening:    true,
 	}
 	// Registered before epoll can report a hang-up: the closer's forget must find the
 	// stream in the registry, or a stale entry would outlive it.
@@ -142,7 +135,10 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		if !errors.Is(err, errStopped) {
 			s.log.Error("epoll add failed", "err", err)
 		}
-		ps.close(CloseDrain, 0)
+		ps.mu.Lock()
+		ps.opening = false // nothing will be written: let finish close it now
+		ps.closeLocked(CloseDrain, 0)
+		ps.mu.Unlock()
 		s.poller.finish(ps) // the closer may be gone; finish is idempotent
 		return
 	}
@@ -155,8 +151,38 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	ps.mu.Unlock()
 	if closed {
 		// Closed while subscribing (the client left at once): the closer found no
-		// subscription to remove, so this goroutine removes it.
+		// subscription to remove, so this goroutine removes it, and finishes the close if
+		// the closer left that to it.
 		s.hub.Unsubscribe(sub)
+		ps.mu.Lock()
+		ps.opening = false
+		later := ps.finishLater
+		ps.mu.Unlock()
+		if later {
+			s.poller.finish(ps)
+		}
+		return
+	}
+	// Subscribed before the headers go out: once a client sees 200, nothing published after
+	// that can miss it. Until then Offer only fills pending, which goes out right after.
+	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
+		"Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n" + cors + "\r\n"
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	_, err = nc.Write(append([]byte(head), chunkedHeartbeat...))
+	_ = nc.SetWriteDeadline(time.Time{})
+	ps.mu.Lock()
+	ps.opening = false
+	if err != nil {
+		ps.closeLocked(CloseClient, 0)
+	} else if !ps.closing {
+		ps.flushPendingLocked(time.Now().UnixNano())
+	}
+	later := ps.finishLater
+	ps.mu.Unlock()
+	if later {
+		s.poller.finish(ps)
+	}
+	if err != nil || later {
 		return
 	}
 	seed()
@@ -222,7 +248,7 @@ func (c *pollStream) Offer(idx int, m *hub.Message) {
 	if c.closing {
 		return
 	}
-	if c.out != nil {
+	if c.out != nil || c.opening {
 		if c.pending[idx] != nil {
 			c.p.srv.metrics.coalesced.Inc()
 		}
@@ -298,20 +324,28 @@ func (c *pollStream) flush() {
 		c.stalledAt = since
 		return
 	}
+	if c.flushPendingLocked(now) {
+		c.p.watch(c, false)
+	}
+}
+
+// flushPendingLocked writes the pending messages in channel order until the socket stalls;
+// it reports whether everything was written.
+func (c *pollStream) flushPendingLocked(now int64) bool {
 	for i, m := range c.pending {
 		if m == nil {
 			continue
 		}
 		c.pending[i] = nil
 		if !c.writeLocked(m.Chunk, now) {
-			return
+			return false
 		}
 		c.p.srv.wrote(m, len(m.Chunk))
 		if c.out != nil {
-			return
+			return false
 		}
 	}
-	c.p.watch(c, false)
+	return true
 }
 
 // watch arms or disarms writability events for a stream and tracks it in the stalled set
@@ -366,7 +400,7 @@ func (c *pollStream) beat(now int64, quiet int64) {
 		c.closeLocked(CloseLifetime, c.p.srv.retryJitter())
 		return
 	}
-	if c.out != nil || now-c.lastWrite < quiet {
+	if c.out != nil || c.opening || now-c.lastWrite < quiet {
 		return
 	}
 	if c.writeLocked(chunkedHeartbeat, now) {
@@ -406,6 +440,13 @@ func (c *pollStream) closeLocked(reason string, retry time.Duration) {
 func (p *poller) finish(c *pollStream) {
 	c.mu.Lock()
 	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	if c.opening {
+		// Its handler is writing the response headers: it finishes the close itself once
+		// they are out, so that the goodbye follows them.
+		c.finishLater = true
 		c.mu.Unlock()
 		return
 	}

@@ -278,6 +278,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		b.release = release
 	}
+	if s.revokeGen.Load() != gen && !s.auth.Permits(grant.ID, req.channels) {
+		// The key was revoked or narrowed while this request was being admitted: answer as
+		// a request with that key now would be answered. (register checks once more, for a
+		// revocation landing between here and there.)
+		s.unadmit(b)
+		s.refuse(w, http.StatusUnauthorized, "unknown key")
+		return
+	}
 	if s.cfg.MaxLifetime > 0 {
 		f := 0.8 + 0.2*rand.Float64()
 		b.expires = time.Now().Add(time.Duration(f * float64(s.cfg.MaxLifetime)))
