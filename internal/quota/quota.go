@@ -162,6 +162,24 @@ end
 return 1
 `)
 
+// luaWriteShare ends the scripts that change an instance's share: with its new count in the
+// local n, it deletes the field when n is 0, or writes n with a fresh deadline (Redis clock)
+// and makes sure the hash outlives it; it returns n.
+const luaWriteShare = `
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', n, now + ttl))
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return n
+`
+
 // releaseScript: KEYS[1] the key name's hash; ARGV field, how many, ttl ms. Returns the
 // instance's remaining count.
 var releaseScript = redis.NewScript(`
@@ -170,37 +188,13 @@ if not v then
   return 0
 end
 local n = (tonumber(string.match(v, '^(%d+):')) or 0) - tonumber(ARGV[2])
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', n, now + ttl))
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return n
-`)
+` + luaWriteShare)
 
 // setScript: KEYS[1] the key name's hash; ARGV field, count, ttl ms. Writes the instance's
 // absolute count with a fresh deadline (the heartbeat), or deletes its field when 0.
 var setScript = redis.NewScript(`
 local n = tonumber(ARGV[2])
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', n, now + ttl))
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return n
-`)
+` + luaWriteShare)
 
 // countScript: KEYS[1] the key name's hash. Returns the sum of the live shares.
 var countScript = redis.NewScript(`
