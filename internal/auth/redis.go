@@ -1,13 +1,14 @@
 package auth
 
 import (
+	"github.com/sse-gateway/sse-gateway/internal/backoff"
+
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -335,7 +336,7 @@ func (s *RedisSource) Run(ctx context.Context) error {
 		if confirmed {
 			attempt = 0
 		}
-		delay := backoff(100*time.Millisecond, 5*time.Second, attempt)
+		delay := backoff.Jitter(100*time.Millisecond, 5*time.Second, attempt)
 		s.log.Warn("redis keys: subscription lost, re-subscribing", "err", err, "delay", delay)
 		t := time.NewTimer(delay)
 		select {
@@ -459,15 +460,4 @@ func fingerprint(keys []Key) string {
 	}
 	slices.Sort(ids)
 	return "keys:" + strings.Join(ids, ";")
-}
-
-// backoff is "full jitter": uniform in [0, min(hi, lo*2^attempt)].
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	ceil := hi
-	if attempt < 32 {
-		if d := lo << attempt; d > 0 && d < hi {
-			ceil = d
-		}
-	}
-	return rand.N(ceil + 1)
 }

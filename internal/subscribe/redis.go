@@ -1,11 +1,12 @@
 package subscribe
 
 import (
+	"github.com/sse-gateway/sse-gateway/internal/backoff"
+
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -181,7 +182,7 @@ func (r *Redis) Run(ctx context.Context) error {
 		if wasReady {
 			attempt = 0
 		}
-		delay := backoff(r.backoffMin, r.backoffMax, attempt)
+		delay := backoff.Jitter(r.backoffMin, r.backoffMax, attempt)
 		r.log.Warn("redis subscription down, re-subscribing", "err", err, "attempt", attempt+1, "delay", delay)
 		t := time.NewTimer(delay)
 		select {
@@ -192,20 +193,6 @@ func (r *Redis) Run(ctx context.Context) error {
 		}
 		r.metrics.reconnects.Inc()
 	}
-}
-
-// backoff is "full jitter": uniform in [0, min(max, lo*2^attempt)].
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	ceil := hi
-	if attempt < 32 {
-		if d := lo << attempt; d > 0 && d < hi {
-			ceil = d
-		}
-	}
-	if ceil <= 0 {
-		return 0
-	}
-	return rand.N(ceil + 1)
 }
 
 // session runs one subscription on its own connection until it fails, its probe stops

@@ -162,19 +162,6 @@ func TestKnownPrune(t *testing.T) {
 	}
 }
 
-func TestBackoffFullJitter(t *testing.T) {
-	t.Parallel()
-	lo, hi := 100*time.Millisecond, 5*time.Second
-	for attempt := range 40 {
-		ceil := min(hi, lo<<min(attempt, 20))
-		for range 100 {
-			if d := backoff(lo, hi, attempt); d < 0 || d > ceil {
-				t.Fatalf("backoff(attempt %d) = %v, want within [0, %v]", attempt, d, ceil)
-			}
-		}
-	}
-}
-
 func TestStoredValueRoundTrip(t *testing.T) {
 	t.Parallel()
 	p := payload(t, `"x"`, 1700000000000)
