@@ -1,8 +1,6 @@
 package auth
 
 import (
-	"github.com/sse-gateway/sse-gateway/internal/backoff"
-
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/internal/backoff"
 )
 
 // Keys in Redis

@@ -1,8 +1,6 @@
 package subscribe
 
 import (
-	"github.com/sse-gateway/sse-gateway/internal/backoff"
-
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sse-gateway/sse-gateway/internal/backoff"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
