@@ -78,7 +78,7 @@ func TestWithEmbeddedBroker(t *testing.T) {
 			}
 			eventually(t, "the broker to report ready", broker.Ready)
 			c.close()
-			eventually(t, "the stream to be forgotten", func() bool { return srv.Open() == 0 })
+			eventually(t, "the stream to be forgotten", func() bool { return srv.OpenStreams() == 0 })
 		})
 	}
 }

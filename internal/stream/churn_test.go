@@ -39,7 +39,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the warm-up streams to be forgotten", func() bool { return e.srv.Open() == 0 })
+	eventually(t, "the warm-up streams to be forgotten", func() bool { return e.srv.OpenStreams() == 0 })
 	baseline := stableGoroutines(t)
 	opens0, closes0 := e.counter(e.srv.metrics.opens, "ok"), e.counter(e.srv.metrics.closes, CloseClient)
 
@@ -55,7 +55,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if o := int64(e.srv.Open()); o > maxOpen.Load() {
+			if o := int64(e.srv.OpenStreams()); o > maxOpen.Load() {
 				maxOpen.Store(o)
 			}
 			if ents, err := os.ReadDir("/proc/self/fd"); err == nil && int64(len(ents)) > maxFDs.Load() {
@@ -96,10 +96,10 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	}
 
 	deadline := time.Now().Add(waitLimit)
-	for e.srv.Open() != 0 && time.Now().Before(deadline) {
+	for e.srv.OpenStreams() != 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if open := e.srv.Open(); open != 0 {
+	if open := e.srv.OpenStreams(); open != 0 {
 		t.Fatalf("%d streams still registered after every client hung up: %s", open, registryReport(e.srv))
 	}
 	deadline = time.Now().Add(waitLimit)

@@ -199,9 +199,9 @@ func TestHangupNoticed(t *testing.T) {
 			e := startEnv(t, m, Config{Heartbeat: time.Hour})
 			s := e.connect(e.url(secretAll, "c"), nil)
 			keep := e.connect(e.url(secretAll, "c"), nil)
-			eventually(t, "two streams", func() bool { return e.srv.Open() == 2 })
+			eventually(t, "two streams", func() bool { return e.srv.OpenStreams() == 2 })
 			s.close()
-			eventually(t, "the hang-up to be noticed", func() bool { return e.srv.Open() == 1 })
+			eventually(t, "the hang-up to be noticed", func() bool { return e.srv.OpenStreams() == 1 })
 			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseClient); got != 1 {
 				t.Fatalf("closes{client} = %v", got)
@@ -229,12 +229,12 @@ func TestHangupRawTCP(t *testing.T) {
 		if status, _ := c.head(t); status != "HTTP/1.1 200 OK" {
 			t.Fatal(status)
 		}
-		eventually(t, "the stream to open", func() bool { return e.srv.Open() == 1 })
+		eventually(t, "the stream to open", func() bool { return e.srv.OpenStreams() == 1 })
 		if rst {
 			_ = c.Conn.(interface{ SetLinger(int) error }).SetLinger(0)
 		}
 		c.Close()
-		eventually(t, fmt.Sprintf("hang-up (rst=%v) to be noticed", rst), func() bool { return e.srv.Open() == 0 })
+		eventually(t, fmt.Sprintf("hang-up (rst=%v) to be noticed", rst), func() bool { return e.srv.OpenStreams() == 0 })
 	}
 }
 
@@ -245,14 +245,14 @@ func TestClientSendingDataIsCut(t *testing.T) {
 	c := e.dialRaw(nil)
 	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gw\r\n\r\n", e.streamPath(secretAll, "c"))
 	c.head(t)
-	eventually(t, "the stream to open", func() bool { return e.srv.Open() == 1 })
+	eventually(t, "the stream to open", func() bool { return e.srv.OpenStreams() == 1 })
 	junk := make([]byte, 4096)
-	for i := 0; i < 64 && e.srv.Open() == 1; i++ {
+	for i := 0; i < 64 && e.srv.OpenStreams() == 1; i++ {
 		if _, err := c.Write(junk); err != nil {
 			break
 		}
 	}
-	eventually(t, "the chatty client to be cut", func() bool { return e.srv.Open() == 0 })
+	eventually(t, "the chatty client to be cut", func() bool { return e.srv.OpenStreams() == 0 })
 }
 
 func TestLifetime(t *testing.T) {

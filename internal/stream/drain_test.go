@@ -74,8 +74,8 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		t.Errorf("closes spread over %v only, window %v", spread, window)
 	}
 	eventually(t, "every close counted", func() bool { return e.counter(e.srv.metrics.closes, CloseDrain) == n })
-	if e.srv.Open() != 0 {
-		t.Fatalf("open after drain: %d", e.srv.Open())
+	if e.srv.OpenStreams() != 0 {
+		t.Fatalf("open after drain: %d", e.srv.OpenStreams())
 	}
 }
 
@@ -96,7 +96,7 @@ func TestDrainLoopAndH2(t *testing.T) {
 				_, _, retries := c.snapshot()
 				checkRetries(t, retries, 2000, 3000)
 			}
-			eventually(t, "every stream forgotten", func() bool { return e.srv.Open() == 0 })
+			eventually(t, "every stream forgotten", func() bool { return e.srv.OpenStreams() == 0 })
 			e.waitCloses(float64(len(clients)))
 			if got := e.counter(e.srv.metrics.closes, CloseDrain); got != float64(len(clients)) {
 				t.Fatalf("closes{drain} = %v", got)
@@ -118,7 +118,7 @@ func TestDrainCancelledClosesTheRest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	e.srv.Drain(ctx, time.Hour) // a cancelled context: closes everything at once
-	eventually(t, "every stream closed", func() bool { return e.srv.Open() == 0 })
+	eventually(t, "every stream closed", func() bool { return e.srv.OpenStreams() == 0 })
 }
 
 // TestCloseKeys: streams of a revoked key are closed (no retry: the key will not work again),
@@ -152,7 +152,7 @@ func TestCloseKeys(t *testing.T) {
 					t.Errorf("revoked stream told to retry: %v", retries)
 				}
 			}
-			eventually(t, "revoked streams forgotten", func() bool { return e.srv.Open() == 1 })
+			eventually(t, "revoked streams forgotten", func() bool { return e.srv.OpenStreams() == 1 })
 			e.waitCloses(2)
 			if got := e.counter(e.srv.metrics.closes, CloseRevoked); got != 2 {
 				t.Fatalf("closes{revoked} = %v", got)

@@ -253,8 +253,8 @@ func TestErrors(t *testing.T) {
 			if got := e.counter(e.srv.metrics.opens, "400") - before; got != 11 {
 				t.Errorf("stream_opens_total{result=400} grew by %v, want 11", got)
 			}
-			if e.srv.Open() != 0 {
-				t.Errorf("refused requests left %d streams open", e.srv.Open())
+			if e.srv.OpenStreams() != 0 {
+				t.Errorf("refused requests left %d streams open", e.srv.OpenStreams())
 			}
 			// Still healthy: a good stream opens and gets events.
 			s := e.connect(e.url(secretAll, "after"), nil)
@@ -291,7 +291,7 @@ func TestPipelinedBytesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectError(t, res, http.StatusBadRequest, "unexpected data")
-	eventually(t, "the refused stream to be forgotten", func() bool { return e.srv.Open() == 0 })
+	eventually(t, "the refused stream to be forgotten", func() bool { return e.srv.OpenStreams() == 0 })
 }
 
 func TestHEAD(t *testing.T) {
@@ -309,8 +309,8 @@ func TestHEAD(t *testing.T) {
 					t.Fatalf("HEAD: %d %v", res.StatusCode, res.Header)
 				}
 			}
-			if e.srv.Open() != 0 {
-				t.Fatalf("HEAD left %d streams", e.srv.Open())
+			if e.srv.OpenStreams() != 0 {
+				t.Fatalf("HEAD left %d streams", e.srv.OpenStreams())
 			}
 			e.connect(e.url(secretAll, "c"), nil)
 		})
@@ -336,7 +336,7 @@ func TestMaxStreamsPerIP(t *testing.T) {
 				t.Errorf("429 Retry-After = %q, want a positive number of seconds", retryAfter)
 			}
 			a.close()
-			eventually(t, "the closed stream to free its slot", func() bool { return e.srv.Open() == 1 })
+			eventually(t, "the closed stream to free its slot", func() bool { return e.srv.OpenStreams() == 1 })
 			e.connect(e.url(secretAll, "c"), nil)
 		})
 	}
@@ -358,7 +358,7 @@ func TestMaxStreams(t *testing.T) {
 				t.Errorf("opens{503} = %v", got)
 			}
 			a.close()
-			eventually(t, "a slot to free", func() bool { return e.srv.Open() == 1 })
+			eventually(t, "a slot to free", func() bool { return e.srv.OpenStreams() == 1 })
 			e.connect(e.url(secretAll, "c"), nil)
 		})
 	}
@@ -435,8 +435,8 @@ func TestKeyQuota(t *testing.T) {
 			}
 			// Another key has its own quota.
 			e.connect(e.url(secretServer, "dvc_server_1"), nil)
-			if e.srv.Open() != 2 {
-				t.Fatalf("open = %d", e.srv.Open())
+			if e.srv.OpenStreams() != 2 {
+				t.Fatalf("open = %d", e.srv.OpenStreams())
 			}
 			a.close()
 			eventually(t, "the quota to be released", func() bool { return q.heldBy("all") == 0 })

@@ -19,12 +19,12 @@ type loopStream struct {
 	srv *Server
 
 	mu      sync.Mutex
-	pending []*hub.Message // newest unwritten message per channel; guarded by mu
-	reason  string         // set once by close; guarded by mu
-	retry   time.Duration  // guarded by mu
+	pending []*hub.Message // guarded by mu: newest unwritten message per channel
+	reason  CloseReason    // guarded by mu: set once, by close
+	retry   time.Duration  // guarded by mu: set with reason
 
 	wake chan struct{} // capacity 1: "pending changed"
-	done chan struct{} // closed by close
+	done chan struct{} // closed by close, under mu
 }
 
 // Offer implements hub.Sink: keep the newest message per channel and wake the writer.
@@ -41,10 +41,10 @@ func (l *loopStream) Offer(idx int, m *hub.Message) {
 	}
 }
 
-func (l *loopStream) close(reason string, retry time.Duration) {
+func (l *loopStream) close(reason CloseReason, retry time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.reason != "" {
+	if l.reason != 0 {
 		return
 	}
 	l.reason, l.retry = reason, retry
@@ -91,7 +91,7 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 }
 
 // run is the stream's writer loop; it returns the close reason.
-func (l *loopStream) run(w http.ResponseWriter, rc *http.ResponseController, r *http.Request) string {
+func (l *loopStream) run(w http.ResponseWriter, rc *http.ResponseController, r *http.Request) CloseReason {
 	cfg := &l.srv.cfg
 	beat := time.NewTicker(cfg.Heartbeat)
 	defer beat.Stop()
@@ -169,7 +169,7 @@ func (l *loopStream) writeRaw(w http.ResponseWriter, rc *http.ResponseController
 	return rc.Flush()
 }
 
-func (l *loopStream) fail(err error) string {
+func (l *loopStream) fail(err error) CloseReason {
 	reason := CloseClient
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) {
 		reason = CloseSlow

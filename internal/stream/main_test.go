@@ -158,17 +158,17 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 		// sees the drain and closes its stream, which needs the poller running. Only then
 		// is the poller stopped.
 		deadline := time.Now().Add(waitLimit)
-		for srv.Open() != 0 && time.Now().Before(deadline) {
+		for srv.OpenStreams() != 0 && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
-		if srv.Open() != 0 {
+		if srv.OpenStreams() != 0 {
 			t.Errorf("streams left after drain: %s", registryReport(srv))
 		}
 		cancel()
 		if err := <-runDone; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		if srv.Open() != 0 {
+		if srv.OpenStreams() != 0 {
 			t.Errorf("streams left after Run returned: %s", registryReport(srv))
 		}
 		e.hub.Close()
@@ -211,8 +211,9 @@ func (e *env) publish(channel string, lm int64, extra string) *hub.Message {
 	return m
 }
 
-func (e *env) counter(c *prometheus.CounterVec, label string) float64 {
-	return testutil.ToFloat64(c.WithLabelValues(label))
+// counter reads one label of c; label is a string or a typed reason (its String).
+func (e *env) counter(c *prometheus.CounterVec, label any) float64 {
+	return testutil.ToFloat64(c.WithLabelValues(fmt.Sprint(label)))
 }
 
 // sseClient reads one stream in the background and records what it sees.
@@ -457,7 +458,7 @@ func (c *sseClient) waitLast(id string) {
 // closesTotal sums stream_closes_total over every reason.
 func (e *env) closesTotal() float64 {
 	var n float64
-	for _, r := range []string{CloseClient, CloseSlow, CloseDrain, CloseRevoked, CloseLifetime} {
+	for r := CloseClient; r <= CloseLifetime; r++ {
 		n += e.counter(e.srv.metrics.closes, r)
 	}
 	return n

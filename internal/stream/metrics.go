@@ -4,19 +4,40 @@ import "github.com/prometheus/client_golang/prometheus"
 
 const namespace = "sse_gateway"
 
-// Close reasons: the "reason" label of sse_gateway_stream_closes_total.
+// CloseReason says why a stream ended. Its String is the "reason" label of
+// sse_gateway_stream_closes_total; the zero value means the stream is not closing.
+type CloseReason uint8
+
+// Close reasons.
 const (
 	// CloseClient: the client went away (EOF, reset, or a write error).
-	CloseClient = "client"
+	CloseClient CloseReason = iota + 1
 	// CloseSlow: a write did not complete within the write timeout.
-	CloseSlow = "slow"
+	CloseSlow
 	// CloseDrain: the instance is shutting down.
-	CloseDrain = "drain"
+	CloseDrain
 	// CloseRevoked: the stream's key was removed or rotated.
-	CloseRevoked = "revoked"
+	CloseRevoked
 	// CloseLifetime: the stream reached its maximum lifetime.
-	CloseLifetime = "lifetime"
+	CloseLifetime
 )
+
+// closeReasonLabels are the metric labels of the close reasons, indexed by reason.
+var closeReasonLabels = [...]string{
+	CloseClient:   "client",
+	CloseSlow:     "slow",
+	CloseDrain:    "drain",
+	CloseRevoked:  "revoked",
+	CloseLifetime: "lifetime",
+}
+
+// String returns the reason's metric label ("" for the zero value).
+func (r CloseReason) String() string {
+	if int(r) < len(closeReasonLabels) {
+		return closeReasonLabels[r]
+	}
+	return "unknown"
+}
 
 // Frame kinds: the "kind" label of sse_gateway_frames_written_total.
 const (
@@ -31,6 +52,7 @@ const (
 	protoH2    = "h2"
 )
 
+// metrics are the stream server's collectors; every field is safe for concurrent use.
 type metrics struct {
 	open      *prometheus.GaugeVec
 	opens     *prometheus.CounterVec
@@ -78,8 +100,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"ok", "400", "401", "403", "404", "414", "429", "503"} {
 		m.opens.WithLabelValues(r)
 	}
-	for _, r := range []string{CloseClient, CloseSlow, CloseDrain, CloseRevoked, CloseLifetime} {
-		m.closes.WithLabelValues(r)
+	for r := CloseClient; r <= CloseLifetime; r++ {
+		m.closes.WithLabelValues(r.String())
 	}
 	m.events = m.frames.WithLabelValues(frameEvent)
 	m.beats = m.frames.WithLabelValues(frameHeartbeat)

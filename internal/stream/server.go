@@ -115,37 +115,49 @@ func (c *Config) setDefaults() {
 
 // Server serves GET /event-stream. Create it with New, run its background work with Run,
 // and close every stream with Drain.
+//
+// Goroutines: ServeHTTP runs on net/http's handler goroutines; a stream on the net/http path
+// keeps its handler goroutine (loop.go); a taken-over stream has none, and is written by the
+// publisher offering it a message, and by the poller's goroutines that Run owns
+// (poller_linux.go).
+//
+// Lock order on the delivery path: the hub's channel lock (held by a publisher for a whole
+// fan-out), then a stream's mu, then the poller's locks. Server.mu is never held while a
+// stream's lock is taken: Drain and CloseKeys copy the streams out first.
 type Server struct {
+	// Set by New, then read-only.
 	cfg       Config
 	hub       *hub.Hub
 	auth      Authorizer
 	store     Store
-	quota     KeyQuota
+	quota     KeyQuota // nil: no per-key limit
 	log       *slog.Logger
 	metrics   *metrics
 	poller    *poller // nil when streams cannot be taken over
 	anyOrigin bool
 	origins   map[string]bool
-	limiter   *rate.Limiter
+	limiter   *rate.Limiter // nil: no accept rate limit; safe for concurrent use
 
-	nextID    atomic.Uint64
-	draining  atomic.Bool
+	nextID    atomic.Uint64 // the last stream id handed out
+	draining  atomic.Bool   // set once, by Drain
 	revokeGen atomic.Uint64 // bumped by CloseKeys
 	quotaLog  atomic.Int64  // unix nanos of the last "quota unavailable" log line
 
 	mu      sync.Mutex
-	streams map[uint64]stream
-	perIP   map[netip.Addr]int
+	streams map[uint64]stream  // guarded by mu: admitted streams by id; nil until registered
+	perIP   map[netip.Addr]int // guarded by mu: admitted streams per client address
 }
 
 // stream is what the registry needs of an open stream, whichever path serves it.
 type stream interface {
 	base() *streamBase
 	// close ends the stream; if retry > 0 it first asks the client to reconnect after retry.
-	close(reason string, retry time.Duration)
+	close(reason CloseReason, retry time.Duration)
 }
 
-// streamBase is the state every stream has, whatever path serves it.
+// streamBase is the state every stream has, whatever path serves it. Its fields are set
+// before the stream is registered and read-only after, except sub, which the stream's own
+// lock guards.
 type streamBase struct {
 	id       uint64
 	grant    auth.Grant
@@ -209,8 +221,8 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.poller.run(ctx)
 }
 
-// Open reports how many streams are open.
-func (s *Server) Open() int {
+// OpenStreams reports how many streams are open (admitted and not yet forgotten).
+func (s *Server) OpenStreams() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.streams)
@@ -370,7 +382,7 @@ func (s *Server) register(st stream) {
 
 // forget removes a closed stream from the registry and the hub. It is called exactly once
 // per opened stream.
-func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason string) {
+func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason) {
 	s.hub.Unsubscribe(sub)
 	s.mu.Lock()
 	delete(s.streams, b.id)
@@ -380,7 +392,7 @@ func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason string) {
 		b.release()
 	}
 	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Dec()
-	s.metrics.closes.WithLabelValues(reason).Inc()
+	s.metrics.closes.WithLabelValues(reason.String()).Inc()
 }
 
 // subscribe registers the stream in the hub and seeds channels the hub has not seen from

@@ -105,8 +105,8 @@ func TestSlowClientKeepsOnlyNewest(t *testing.T) {
 			if len(p) != 1 || p[0] != last {
 				t.Fatalf("slow stream pending = %v, want only the newest (%s)", p, last.ID)
 			}
-			if e.srv.Open() != len(fast)+1 {
-				t.Fatalf("open = %d", e.srv.Open())
+			if e.srv.OpenStreams() != len(fast)+1 {
+				t.Fatalf("open = %d", e.srv.OpenStreams())
 			}
 		})
 	}
@@ -122,11 +122,11 @@ func TestSlowClientClosed(t *testing.T) {
 			fast := e.connect(e.url(secretAll, ch), nil)
 			e.dialNonReader(ch)
 			e.streamOfKey("server")
-			for i := 0; i < burst && e.srv.Open() == 2; i++ {
+			for i := 0; i < burst && e.srv.OpenStreams() == 2; i++ {
 				m := e.publish(ch, int64(1000+i), bigPad)
 				fast.waitLast(m.ID)
 			}
-			eventually(t, "the slow client to be closed", func() bool { return e.srv.Open() == 1 })
+			eventually(t, "the slow client to be closed", func() bool { return e.srv.OpenStreams() == 1 })
 			if m.noTakeover {
 				// On the net/http path the kernel's timeout reaches the handler as a
 				// cancelled context (see Server.ConnContext): closed in time, counted
@@ -165,10 +165,10 @@ func TestNonReaderWithSmallBacklogClosedAsSlow(t *testing.T) {
 				fast.waitLast(m.ID)
 			}
 			deadline := time.Now().Add(25 * writeTimeout)
-			for e.srv.Open() != 1 && time.Now().Before(deadline) {
+			for e.srv.OpenStreams() != 1 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
-			if e.srv.Open() != 1 {
+			if e.srv.OpenStreams() != 1 {
 				t.Fatalf("a client that has not read for %v (25 x WriteTimeout) is still open", 25*writeTimeout)
 			}
 			if m.noTakeover {

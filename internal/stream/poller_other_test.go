@@ -17,4 +17,4 @@ func pendingOfPoll(t testing.TB, st stream) []*hub.Message {
 
 func pollerEntries(*Server) int { return 0 }
 
-func registryReport(s *Server) string { return fmt.Sprintf("%d entries", s.Open()) }
+func registryReport(s *Server) string { return fmt.Sprintf("%d entries", s.OpenStreams()) }

@@ -50,12 +50,12 @@ func registryReport(s *Server) string {
 	}
 	total := len(s.streams)
 	s.mu.Unlock()
-	var closing, polled int
+	var closingN, polled int
 	var detail []string
 	for _, ps := range streams {
 		ps.mu.Lock()
-		if ps.closing {
-			closing++
+		if ps.state.has(closing) {
+			closingN++
 		}
 		inPoller := s.poller.lookup(ps.id) != nil
 		if inPoller {
@@ -63,10 +63,10 @@ func registryReport(s *Server) string {
 		}
 		if len(detail) < 5 {
 			detail = append(detail, fmt.Sprintf("{id %d key %s closing %v reason %q subscribed %v in poller %v}",
-				ps.id, ps.grant.Name, ps.closing, ps.reason, ps.sub != nil, inPoller))
+				ps.id, ps.grant.Name, ps.state.has(closing), ps.reason, ps.sub != nil, inPoller))
 		}
 		ps.mu.Unlock()
 	}
 	return fmt.Sprintf("%d entries: %d reserved (nil), %d loop streams, %d poll streams of which %d closing and %d still in the poller %v",
-		total, reserved, loops, len(streams), closing, polled, detail)
+		total, reserved, loops, len(streams), closingN, polled, detail)
 }

@@ -1,0 +1,363 @@
+//go:build linux
+
+package stream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// maxInput is how much a client may send on a stream after its request before it is cut off:
+// an SSE client sends nothing, so anything more is misuse.
+const maxInput = 16 << 10
+
+// pollState is a taken-over stream's lifecycle, one bit per fact (as nats-server keeps its
+// client flags), all guarded by the stream's mu:
+//
+//	opening ──headers written──▶ open ──closeLocked──▶ closing ──finish──▶ finished
+//
+// A close may be asked for while the stream is still opening (a revocation, a hang-up, a
+// drain); the closer then leaves it to the handler (finishLater), which finishes the close once
+// the headers are out, so that the goodbye follows them.
+type pollState uint8
+
+const (
+	// opening: the response head is not written yet, so Offer only fills pending.
+	opening pollState = 1 << iota
+	// closing: a close was asked for (reason is set) and is queued for the closer.
+	closing
+	// finishLater: the closer found the stream opening; its handler finishes the close.
+	finishLater
+	// finished: the close was carried out (finish is idempotent).
+	finished
+)
+
+func (s pollState) has(f pollState) bool { return s&f != 0 }
+func (s *pollState) set(f pollState)     { *s |= f }
+func (s *pollState) clear(f pollState)   { *s &^= f }
+
+// pollStream is a taken-over HTTP/1.1 stream. It has no goroutine: publishers write to it
+// directly with non-blocking writes; what the socket cannot take now stays referenced (never
+// copied) in out, and pending holds only the newest message per channel behind it.
+//
+// Lock order: a hub channel lock (held by the publisher calling Offer), then mu, then the
+// poller's mu (watch, ctl) or closeMu (closeLocked). Nothing holding mu takes a hub lock:
+// unsubscribing is left to the closer goroutine, which holds no stream lock while it does.
+type pollStream struct {
+	streamBase
+	p  *poller  // immutable
+	nc net.Conn // immutable; closed by finish
+	fd int      // immutable: nc's descriptor, valid until finish closes nc
+
+	mu        sync.Mutex
+	state     pollState      // guarded by mu
+	out       []byte         // guarded by mu: unwritten rest of the frame being written; nil when idle
+	pending   []*hub.Message // guarded by mu: newest message per channel waiting behind out
+	stalledAt int64          // guarded by mu: unix nanos when out became non-nil
+	lastWrite int64          // guarded by mu: unix nanos of the last completed write
+	input     int            // guarded by mu: bytes the client has sent after its request
+	reason    CloseReason    // guarded by mu: set once, by closeLocked
+	retry     time.Duration  // guarded by mu: set with reason
+}
+
+// takeOver runs a hijacked stream's opening on the handler's goroutine: it registers the
+// stream, puts it under epoll, subscribes it, and writes head; from then on the stream has no
+// goroutine of its own.
+func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, floor hub.Version, head []byte) {
+	s := p.srv
+	ps := &pollStream{
+		streamBase: *b,
+		p:          p,
+		nc:         nc,
+		fd:         fd,
+		pending:    make([]*hub.Message, len(channels)),
+		lastWrite:  time.Now().UnixNano(),
+		state:      opening,
+	}
+	// Registered before epoll can report a hang-up: the closer's forget must find the
+	// stream in the registry, or a stale entry would outlive it.
+	s.register(ps)
+	if err := p.add(ps); err != nil {
+		if !errors.Is(err, errStopped) {
+			s.log.Error("epoll add failed", "err", err)
+		}
+		ps.mu.Lock()
+		ps.state.clear(opening) // nothing will be written: let finish close it now
+		ps.closeLocked(CloseDrain, 0)
+		ps.mu.Unlock()
+		ps.finish() // the closer may be gone; finish is idempotent
+		return
+	}
+	sub, seed := s.subscribe(ctx, ps, channels, floor)
+	ps.mu.Lock()
+	closed := ps.state.has(closing)
+	if !closed {
+		ps.sub = sub
+	}
+	ps.mu.Unlock()
+	if closed {
+		// Closed while subscribing (the client left at once): the closer found no
+		// subscription to remove, so this goroutine removes it, and finishes the close if
+		// the closer left that to it.
+		s.hub.Unsubscribe(sub)
+		ps.mu.Lock()
+		ps.state.clear(opening)
+		later := ps.state.has(finishLater)
+		ps.mu.Unlock()
+		if later {
+			ps.finish()
+		}
+		return
+	}
+	// Subscribed before the headers go out: once a client sees 200, nothing published after
+	// that can miss it. Until then Offer only fills pending, which goes out right after.
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	_, err := nc.Write(head)
+	_ = nc.SetWriteDeadline(time.Time{})
+	ps.mu.Lock()
+	ps.state.clear(opening)
+	if err != nil {
+		ps.closeLocked(CloseClient, 0)
+	} else if !ps.state.has(closing) {
+		ps.flushPendingLocked(time.Now().UnixNano())
+	}
+	later := ps.state.has(finishLater)
+	ps.mu.Unlock()
+	if later {
+		ps.finish()
+	}
+	if err != nil || later {
+		return
+	}
+	seed()
+	if s.draining.Load() {
+		ps.close(CloseDrain, s.retryJitter())
+	}
+}
+
+// Offer implements hub.Sink. It writes at once when the socket is idle; otherwise the message
+// replaces any older pending one of its channel.
+func (c *pollStream) Offer(idx int, m *hub.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.has(closing) {
+		return
+	}
+	if c.out != nil || c.state.has(opening) {
+		if c.pending[idx] != nil {
+			c.p.srv.metrics.coalesced.Inc()
+		}
+		c.pending[idx] = m
+		return
+	}
+	if c.writeLocked(m.Chunk, time.Now().UnixNano()) {
+		c.p.srv.wrote(m, len(m.Chunk))
+	}
+}
+
+// writeLocked writes b without blocking. What the socket does not take is kept in out and
+// the stream is watched for writability; a write error closes the stream. It reports whether
+// b was handed to the socket (fully or in part).
+func (c *pollStream) writeLocked(b []byte, now int64) bool {
+	for len(b) > 0 {
+		n, err := unix.Write(c.fd, b)
+		if n > 0 {
+			b = b[n:]
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			c.out = b
+			c.stalledAt = now
+			c.p.watch(c, true)
+			return true
+		default:
+			c.closeLocked(failReason(err), 0)
+			return false
+		}
+	}
+	c.lastWrite = now
+	return true
+}
+
+// failReason classifies a socket error: ETIMEDOUT is the kernel giving up on data the peer
+// did not take within TCP_USER_TIMEOUT (the write timeout) — a slow or vanished client —
+// anything else is the client going away.
+func failReason(err error) CloseReason {
+	if errors.Is(err, unix.ETIMEDOUT) {
+		return CloseSlow
+	}
+	return CloseClient
+}
+
+// socketReason classifies why epoll reported an error or hang-up on the stream's socket.
+func (c *pollStream) socketReason() CloseReason {
+	if soErr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && soErr != 0 {
+		return failReason(unix.Errno(soErr))
+	}
+	return CloseClient
+}
+
+// flush continues a stalled stream once epoll says it is writable: the rest of the current
+// frame, then the pending messages in channel order.
+func (c *pollStream) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.has(closing) || c.out == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	out, since := c.out, c.stalledAt
+	c.out = nil
+	if !c.writeLocked(out, now) {
+		return
+	}
+	if c.out != nil {
+		// Still the same frame: its deadline runs from when it first stalled, so a client
+		// that trickles a few bytes at a time is still closed as slow.
+		c.stalledAt = since
+		return
+	}
+	if c.flushPendingLocked(now) {
+		c.p.watch(c, false)
+	}
+}
+
+// flushPendingLocked writes the pending messages in channel order until the socket stalls;
+// it reports whether everything was written.
+func (c *pollStream) flushPendingLocked(now int64) bool {
+	for i, m := range c.pending {
+		if m == nil {
+			continue
+		}
+		c.pending[i] = nil
+		if !c.writeLocked(m.Chunk, now) {
+			return false
+		}
+		c.p.srv.wrote(m, len(m.Chunk))
+		if c.out != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// readable consumes what a client sent. An SSE client sends nothing after its request, so
+// EOF means it left, and data is discarded up to a small limit.
+func (c *pollStream) readable() {
+	var buf [512]byte
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.state.has(closing) {
+		n, err := unix.Read(c.fd, buf[:])
+		switch {
+		case n > 0:
+			c.input += n
+			if c.input > maxInput {
+				c.closeLocked(CloseClient, 0)
+			}
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR):
+		default: // EOF or an error
+			c.closeLocked(CloseClient, 0)
+		}
+	}
+}
+
+// beat writes a heartbeat if the stream has been quiet for the interval, and closes streams
+// past their lifetime.
+func (c *pollStream) beat(now int64, quiet int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.has(closing) {
+		return
+	}
+	if !c.expires.IsZero() && now >= c.expires.UnixNano() {
+		c.closeLocked(CloseLifetime, c.p.srv.retryJitter())
+		return
+	}
+	if c.out != nil || c.state.has(opening) || now-c.lastWrite < quiet {
+		return
+	}
+	if c.writeLocked(chunkedHeartbeat, now) {
+		c.p.srv.metrics.beats.Inc()
+		c.p.srv.metrics.bytes.Add(float64(len(chunkedHeartbeat)))
+	}
+}
+
+// checkDeadlineLocked closes the stream as slow if its stalled frame has waited since
+// before deadline (unix nanos).
+func (c *pollStream) checkDeadlineLocked(deadline int64) {
+	if c.out != nil && c.stalledAt < deadline {
+		c.closeLocked(CloseSlow, 0)
+	}
+}
+
+func (c *pollStream) close(reason CloseReason, retry time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(reason, retry)
+}
+
+// closeLocked marks the stream closing and queues it for the closer: the caller may hold a
+// hub channel lock, and unsubscribing needs that lock, so the close itself happens elsewhere.
+func (c *pollStream) closeLocked(reason CloseReason, retry time.Duration) {
+	if c.state.has(closing) {
+		return
+	}
+	c.state.set(closing)
+	c.reason, c.retry = reason, retry
+	// Out of epoll at once: a hung-up socket keeps reporting until it is closed, and the
+	// closer may be a while behind. The fd is still open here, so its number is still ours.
+	c.p.ctl(unix.EPOLL_CTL_DEL, c.fd, nil)
+	c.p.enqueueClose(c)
+}
+
+// finish carries out a close, on the closer's goroutine (or the handler's, for a stream
+// closed while opening): a polite goodbye if the socket can take it, then the close, and the
+// bookkeeping.
+func (c *pollStream) finish() {
+	p := c.p
+	c.mu.Lock()
+	if c.state.has(finished) {
+		c.mu.Unlock()
+		return
+	}
+	if c.state.has(opening) {
+		// Its handler is writing the response headers: it finishes the close itself once
+		// they are out, so that the goodbye follows them.
+		c.state.set(finishLater)
+		c.mu.Unlock()
+		return
+	}
+	c.state.set(finished)
+	switch {
+	case c.out != nil:
+	case c.retry > 0:
+		// The retry: frame, and then no chunked terminator: clients must see the stream
+		// fail and come back. Some (r3labs/sse) treat a clean end as "done" and never
+		// reconnect.
+		_, _ = unix.Write(c.fd, wire.Chunk(wire.Retry(c.retry)))
+		p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+	case c.reason == CloseRevoked:
+		// A clean end: the key is gone, reconnecting would only earn a 401.
+		_, _ = unix.Write(c.fd, wire.ChunkTerminator)
+	}
+	sub := c.sub
+	c.sub = nil
+	reason := c.reason
+	c.mu.Unlock()
+	p.remove(c)
+	_ = c.nc.Close()
+	p.srv.forget(&c.streamBase, sub, reason)
+}
