@@ -26,6 +26,7 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/internal/api"
 	"github.com/sse-gateway/sse-gateway/internal/auth"
+	"github.com/sse-gateway/sse-gateway/internal/httperr"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/quota"
 	"github.com/sse-gateway/sse-gateway/internal/stream"
@@ -188,10 +189,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	health := &api.Health{Ready: ready}
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		stream.WriteError(w, http.StatusNotFound, "not found")
+		httperr.Write(w, http.StatusNotFound, "not found")
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		stream.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
+		httperr.Write(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	r.Handle("/event-stream", streams)
 	r.Handle("/v1/publish", &api.Publish{Broker: b, Token: adminToken, MaxPayload: cfg.MaxPayload}).Methods(http.MethodPost)
@@ -302,7 +303,7 @@ loop:
 
 	// Drain: not ready at once, stop accepting, close streams spread over the window with
 	// jittered retry: so that clients come back (elsewhere) gradually.
-	log.Info("draining", "streams", streams.Open(), "window", cfg.Drain.String())
+	log.Info("draining", "streams", streams.OpenStreams(), "window", cfg.Drain.String())
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.Drain+5*time.Second)
 	defer cancelDrain()
 	var shut sync.WaitGroup

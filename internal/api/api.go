@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/sse-gateway/sse-gateway/internal/stream"
+	"github.com/sse-gateway/sse-gateway/internal/httperr"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -49,7 +49,7 @@ func Authorized(r *http.Request, token string) bool {
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !Authorized(r, p.Token) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sse-gateway"`)
-		stream.WriteError(w, http.StatusUnauthorized, "missing or wrong admin token")
+		httperr.Write(w, http.StatusUnauthorized, "missing or wrong admin token")
 		return
 	}
 	max := p.MaxPayload
@@ -58,7 +58,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)+4096))
 	if err != nil {
-		stream.WriteError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		httperr.Write(w, http.StatusRequestEntityTooLarge, "request body too large")
 		return
 	}
 	var req struct {
@@ -79,11 +79,11 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		stream.WriteError(w, http.StatusBadRequest, "body must be {\"channel\":\"...\",\"data\":{...}}: "+err.Error())
+		httperr.Write(w, http.StatusBadRequest, "body must be {\"channel\":\"...\",\"data\":{...}}: "+err.Error())
 		return
 	}
 	if !wire.ValidChannel(req.Channel) {
-		stream.WriteError(w, http.StatusBadRequest, "invalid channel name")
+		httperr.Write(w, http.StatusBadRequest, "invalid channel name")
 		return
 	}
 	payload, err := wire.ParsePayload(req.Data, max)
@@ -92,12 +92,12 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, wire.ErrTooLarge) {
 			status = http.StatusRequestEntityTooLarge
 		}
-		stream.WriteError(w, status, err.Error())
+		httperr.Write(w, status, err.Error())
 		return
 	}
 	published, err := p.Broker.Publish(r.Context(), req.Channel, payload)
 	if err != nil {
-		stream.WriteError(w, http.StatusServiceUnavailable, "broker unavailable: "+err.Error())
+		httperr.Write(w, http.StatusServiceUnavailable, "broker unavailable: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -11,7 +11,6 @@ package stream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sse-gateway/sse-gateway/internal/auth"
+	"github.com/sse-gateway/sse-gateway/internal/httperr"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -503,17 +503,5 @@ func (s *Server) writeHeaders(w http.ResponseWriter, r *http.Request) {
 // refuse answers a request that will not become a stream with a JSON error.
 func (s *Server) refuse(w http.ResponseWriter, status int, msg string) {
 	s.metrics.opens.WithLabelValues(strconv.Itoa(status)).Inc()
-	WriteError(w, status, msg)
-}
-
-// WriteError writes {"error": msg} with status; it is the gateway's one error body shape.
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error string `json:"error"`
-	}{msg})
+	httperr.Write(w, status, msg)
 }
