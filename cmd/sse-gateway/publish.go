@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sse-gateway/sse-gateway/internal/subscribe"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -28,9 +28,9 @@ func runPublish(args []string) int {
 	gateway := fs.String("gateway", "http://127.0.0.1:8080", "gateway base URL, used without --redis-url")
 	token := fs.String("admin-token", "", "the gateway's admin token, used with --gateway")
 	redisURL := fs.String("redis-url", "", "publish directly to this Redis instead of through a gateway")
-	prefix := fs.String("redis-channel-prefix", "sse:", "pub/sub prefix the gateways subscribe to")
-	keyPrefix := fs.String("redis-key-prefix", "sse-gateway:", "prefix of the gateways' Redis keys")
-	ttl := fs.Duration("latest-ttl", 168*time.Hour, "how long Redis keeps the channel's newest event")
+	prefix := fs.String("redis-channel-prefix", store.DefaultChannelPrefix, "pub/sub prefix the gateways subscribe to")
+	keyPrefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "prefix of the gateways' Redis keys")
+	ttl := fs.Duration("latest-ttl", store.DefaultLatestTTL, "how long Redis keeps the channel's newest event")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	if err := parseFlags(fs, args); err != nil {
 		if err == flag.ErrHelp {
@@ -64,8 +64,8 @@ func runPublish(args []string) int {
 			return 2
 		}
 		defer rdb.Close()
-		r := subscribe.NewRedis(rdb, nil, subscribe.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl}, nil, nil)
-		published, err := r.Publish(ctx, *channel, payload)
+		st := store.NewRedis(rdb, store.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl})
+		published, err := st.Publish(ctx, *channel, payload)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 			return 1

@@ -29,8 +29,10 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/httperr"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/quota"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/stream"
 	"github.com/sse-gateway/sse-gateway/internal/subscribe"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
 // broker is what serve needs of the embedded or the Redis broker.
@@ -39,6 +41,17 @@ type broker interface {
 	stream.Store
 	Run(ctx context.Context) error
 	Ready() bool
+}
+
+// redisBroker publishes through the store and feeds the hub through the subscriber.
+type redisBroker struct {
+	store *store.Redis
+	*subscribe.Redis
+}
+
+// Publish publishes through the store.
+func (b redisBroker) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
+	return b.store.Publish(ctx, channel, p)
 }
 
 func runServe(args []string) int {
@@ -99,30 +112,26 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	h := hub.New(hub.Config{LabelChannel: channelLabeler(cfg.MetricsChannels)}, reg)
 	defer h.Close()
 
-	subCfg := subscribe.Config{
-		ChannelPrefix: cfg.ChannelPrefix,
-		KeyPrefix:     cfg.KeyPrefix,
-		LatestTTL:     cfg.LatestTTL,
-		MaxPayload:    cfg.MaxPayload,
-		ProbeInterval: cfg.ProbeInterval,
-		InstanceID:    cfg.InstanceID,
-	}
-	if err := subCfg.Validate(); err != nil {
-		return err
-	}
+	storeCfg := store.Config{ChannelPrefix: cfg.ChannelPrefix, KeyPrefix: cfg.KeyPrefix, LatestTTL: cfg.LatestTTL}
 	var (
 		b   broker
 		rdb redis.UniversalClient
 	)
 	if cfg.RedisURL == "" {
-		b = subscribe.NewMemory(h, subCfg)
+		b = store.NewMemory(h, storeCfg)
 	} else {
 		var err error
 		if rdb, err = newRedisClient(cfg.RedisURL); err != nil {
 			return err
 		}
 		defer rdb.Close()
-		b = subscribe.NewRedis(rdb, h, subCfg, log, reg)
+		st := store.NewRedis(rdb, storeCfg)
+		sub := subscribe.NewRedis(rdb, st, h, subscribe.Config{
+			MaxPayload:    cfg.MaxPayload,
+			ProbeInterval: cfg.ProbeInterval,
+			InstanceID:    cfg.InstanceID,
+		}, log, reg)
+		b = redisBroker{st, sub}
 	}
 
 	keys := auth.NewStore()

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/internal/auth"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
-	"github.com/sse-gateway/sse-gateway/internal/subscribe"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -24,7 +24,7 @@ func TestWithEmbeddedBroker(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			h := hub.New(hub.Config{}, nil)
 			defer h.Close()
-			broker := subscribe.NewMemory(h, subscribe.Config{})
+			broker := store.NewMemory(h, store.Config{})
 			keys := auth.NewStore()
 			keys.SetSource("test", []auth.Key{{Name: "all", Hash: auth.HashKey(secretAll), Channels: []string{"*"}}})
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))

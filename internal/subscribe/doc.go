@@ -1,8 +1,10 @@
-// Package subscribe feeds the hub from a broker: Redis pub/sub for a cluster of gateways
-// (Redis), or an in-process broker for a single instance (Memory). Both also keep the newest
-// event of each channel, so that a stream connecting to any instance gets it at once.
+// Package subscribe feeds the hub from Redis pub/sub, for a cluster of gateways: it keeps one
+// subscription alive, hands every valid event to the hub, stores it as its channel's newest
+// (through package store, which owns the Redis layout and the set-if-newer script), and
+// resynchronises the hub with the store after every reconnect. A single instance without
+// Redis needs none of this: store.Memory feeds its hub directly.
 //
-// # Redis
+// # Subscription
 //
 // One pattern subscription (PSUBSCRIBE <ChannelPrefix>*) per instance, on its own
 // connection, read with a timeout by one goroutine that never blocks: every valid event goes
@@ -11,12 +13,8 @@
 // receives events faster than they are dispatched keeps only its newest pending one: nothing
 // newer is ever dropped, and memory is bounded by the number of channels.
 //
-// The latest event of a channel is the string key <KeyPrefix>latest:<channel> (TTL
-// LatestTTL), written only through one Lua script that sets it if the new version is newer
-// (versions order by lastModified, then by wire.ETagHash of the ETag) and, for Publish, also
-// PUBLISHes it, atomically. Every instance runs the script for every event it receives, so
-// whoever sees an event first stores it, and replays or racing publishers never move the
-// stored version backwards. The script touches one key, so it is Redis Cluster safe.
+// Every instance stores every event it receives with the store's set-if-newer script, so
+// whoever sees an event first stores it, and the stored version never goes backwards.
 //
 // On every (re)subscription, once Redis confirms the PSUBSCRIBE on the new connection, the
 // instance resynchronises: for every channel the hub has subscribers for, it GETs the stored
@@ -50,9 +48,4 @@
 //     relies on its SDK's own config fetch, exactly as for a channel never published to.
 //   - An event published while Redis was down never reached Redis, so it is lost:
 //     Publish returns the error, and the publisher must retry.
-//
-// # Memory
-//
-// Memory is the broker of a single instance with no Redis: Publish stores the newest event
-// per channel in memory (set-if-newer, TTL LatestTTL) and hands it to the hub directly.
 package subscribe

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/redistest"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -220,7 +221,7 @@ func newEnv(t *testing.T, cfg Config, channels ...string) *env {
 	e.direct = newClient(t, e.srv.Addr())
 	gw := newClient(t, e.proxy.Addr())
 	gw.AddHook(e.cmds)
-	e.b = NewRedis(gw, e.hub, cfg, testLogger(t), e.reg)
+	e.b = NewRedis(gw, store.NewRedis(gw, store.Config{}), e.hub, cfg, testLogger(t), e.reg)
 	e.b.backoffMin, e.b.backoffMax = 10*time.Millisecond, 200*time.Millisecond
 	e.run(e.b)
 	waitFor(t, 10*time.Second, "the broker to become ready", e.b.Ready)
@@ -250,25 +251,21 @@ func (e *env) run(b *Redis) {
 	})
 }
 
-// publisher is a broker on a fresh client straight to Redis, as another instance or the
-// publish API would use; it is not running, only its Publish and Latest are used.
-func (e *env) publisher() *Redis {
-	return NewRedis(newClient(e.t, e.srv.Addr()), &fakeHub{}, testConfig(), nil, nil)
+// publisher is a store on a fresh client straight to Redis, as another instance or the
+// publish API would use.
+func (e *env) publisher() *store.Redis {
+	return store.NewRedis(newClient(e.t, e.srv.Addr()), store.Config{})
 }
 
 // stored reads channel's stored latest straight from Redis (zero Version if none).
 func (e *env) stored(channel string) hub.Version {
 	e.t.Helper()
-	s, err := e.direct.Get(context.Background(), DefaultKeyPrefix+"latest:"+channel).Result()
-	if err == redis.Nil {
-		return hub.Version{}
-	}
+	p, found, err := store.NewRedis(e.direct, store.Config{}).Get(context.Background(), channel)
 	if err != nil {
 		e.t.Fatalf("GET latest %s: %v", channel, err)
 	}
-	p, err := decodeStored(s)
-	if err != nil {
-		e.t.Fatalf("stored latest of %s unreadable: %v (%q)", channel, err, s)
+	if !found {
+		return hub.Version{}
 	}
 	return p.Version()
 }
@@ -299,7 +296,7 @@ func payload(t *testing.T, etag string, lastModified int64) wire.Payload {
 	return p
 }
 
-func mustPublish(t *testing.T, b *Redis, channel string, p wire.Payload, want bool) {
+func mustPublish(t *testing.T, b *store.Redis, channel string, p wire.Payload, want bool) {
 	t.Helper()
 	ok, err := b.Publish(context.Background(), channel, p)
 	if err != nil {

@@ -14,7 +14,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testConfig(), "c1")
 	before := payload(t, "v1", 1000)
-	mustPublish(t, e.b, "c1", before, true)
+	mustPublish(t, e.publisher(), "c1", before, true)
 	waitFor(t, 5*time.Second, "the event before the outage", func() bool { return e.hub.has("c1", before.Version(), false) })
 
 	e.srv.Kill()

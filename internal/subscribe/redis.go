@@ -18,6 +18,7 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/internal/backoff"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -43,10 +44,13 @@ const (
 	resyncBatch = 500
 	// storeTimeout bounds one store pipeline.
 	storeTimeout = 5 * time.Second
-	// pruneInterval is how often known forgets channels that lost their subscribers.
+	// pruneInterval is how often lastSeen forgets channels that lost their subscribers.
 	pruneInterval = time.Minute
 	// probeTimeouts is how many probe intervals without a probe declare the subscription dead.
 	probeTimeouts = 3
+	// latestTimeout bounds one store lookup shared by every caller waiting for it, whatever
+	// their own deadlines.
+	latestTimeout = 5 * time.Second
 )
 
 var (
@@ -55,23 +59,27 @@ var (
 	errUnsubscribed   = errors.New("subscription changed under the reader")
 )
 
-// Redis is the broker of a cluster of gateways: it subscribes to the config service's
-// channels, feeds the hub, and keeps each channel's latest event in Redis. See the package
-// documentation for the reconnect, resync and lost-data policies.
+// Redis is the subscriber of a cluster of gateways: it subscribes to the config service's
+// channels, feeds the hub, stores every event it receives as its channel's latest (so that
+// whichever instance sees an event first stores it), and answers streams' lookups of a
+// channel's latest. See the package documentation for the reconnect, resync and lost-data
+// policies.
 type Redis struct {
-	client  redis.UniversalClient
-	hub     Hub
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
+	// Set by NewRedis, then read-only.
+	client        redis.UniversalClient
+	store         *store.Redis
+	hub           Hub
+	cfg           Config
+	log           *slog.Logger
+	metrics       *metrics
+	channelPrefix string    // the store's pub/sub prefix
+	pattern       string    // the PSUBSCRIBE argument: channelPrefix, glob-escaped, + "*"
+	probeChannel  string    // the Redis channel of this instance's probe
+	epoch         time.Time // monotonic origin of lastHeard
 
-	pattern      string    // the PSUBSCRIBE argument: ChannelPrefix, glob-escaped, + "*"
-	probeChannel string    // the Redis channel of this instance's probe
-	epoch        time.Time // monotonic origin of lastHeard
-
-	mailbox *mailbox
-	known   *known
-	lookups singleflight.Group // Latest's GETs, keyed by channel
+	mailbox  *mailbox           // read loop -> dispatchers; safe for concurrent use
+	lastSeen *lastSeen          // safe for concurrent use
+	lookups  singleflight.Group // Latest's GETs, keyed by channel
 
 	// Readiness. Each subscription (session) has a generation number. liveGen is the
 	// generation of the confirmed current subscription (0: none), set and cleared by the
@@ -97,32 +105,34 @@ type Redis struct {
 	backoffMin, backoffMax time.Duration
 }
 
-// NewRedis returns a broker reading and writing through client (a *redis.Client or a
-// *redis.ClusterClient), feeding h. Its metrics are registered on reg (nil: not
-// registered). It does nothing until Run.
-func NewRedis(client redis.UniversalClient, h Hub, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Redis {
+// NewRedis returns a subscriber reading through client (a *redis.Client or a
+// *redis.ClusterClient) the channels of st, which it stores events in, feeding h. Its metrics
+// are registered on reg (nil: not registered). It does nothing until Run.
+func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Redis {
 	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "redis")
 	r := &Redis{
-		client:       client,
-		hub:          h,
-		cfg:          cfg,
-		log:          log,
-		metrics:      newMetrics(reg),
-		pattern:      escapeGlob(cfg.ChannelPrefix) + "*",
-		probeChannel: cfg.ChannelPrefix + "_probe." + cfg.InstanceID,
-		epoch:        time.Now(),
-		mailbox:      newMailbox(),
-		known:        newKnown(),
-		probeNow:     make(chan struct{}, 1),
-		malformedLog: newLogLimiter(log, time.Second),
-		storeLog:     newLogLimiter(log, time.Second),
-		probeLog:     newLogLimiter(log, time.Second),
-		backoffMin:   100 * time.Millisecond,
-		backoffMax:   5 * time.Second,
+		client:        client,
+		store:         st,
+		hub:           h,
+		cfg:           cfg,
+		log:           log,
+		metrics:       newMetrics(reg),
+		channelPrefix: st.ChannelPrefix(),
+		pattern:       escapeGlob(st.ChannelPrefix()) + "*",
+		probeChannel:  st.ChannelPrefix() + "_probe." + cfg.InstanceID,
+		epoch:         time.Now(),
+		mailbox:       newMailbox(),
+		lastSeen:      newLastSeen(),
+		probeNow:      make(chan struct{}, 1),
+		malformedLog:  newLogLimiter(log, time.Second),
+		storeLog:      newLogLimiter(log, time.Second),
+		probeLog:      newLogLimiter(log, time.Second),
+		backoffMin:    100 * time.Millisecond,
+		backoffMax:    5 * time.Second,
 	}
 	return r
 }
@@ -282,7 +292,7 @@ func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup) (wasReady bool,
 // the read loop, so it never blocks.
 func (r *Redis) handle(m *redis.Message) {
 	now := time.Now()
-	name, ok := strings.CutPrefix(m.Channel, r.cfg.ChannelPrefix)
+	name, ok := strings.CutPrefix(m.Channel, r.channelPrefix)
 	if !ok {
 		return
 	}
@@ -327,7 +337,7 @@ func (r *Redis) probeArrived(payload string, now time.Time) {
 }
 
 // probeLoop publishes this instance's probe every ProbeInterval while the subscription is
-// live, and prunes known every pruneInterval.
+// live, and prunes lastSeen every pruneInterval.
 func (r *Redis) probeLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.ProbeInterval)
 	defer t.Stop()
@@ -349,7 +359,7 @@ func (r *Redis) probeLoop(ctx context.Context) {
 		}
 		if time.Since(lastPrune) >= pruneInterval {
 			lastPrune = time.Now()
-			r.known.prune(r.hub.Channels(), lastPrune)
+			r.lastSeen.prune(r.hub.Channels(), lastPrune)
 		}
 	}
 }
@@ -358,6 +368,7 @@ func (r *Redis) probeLoop(ctx context.Context) {
 // latest (set-if-newer). It returns when the mailbox is closed.
 func (r *Redis) dispatch(ctx context.Context) {
 	var batch []event
+	var entries []store.Entry
 	for {
 		batch = r.mailbox.take(batch[:0], dispatchBatch)
 		if batch == nil {
@@ -365,18 +376,23 @@ func (r *Redis) dispatch(ctx context.Context) {
 		}
 		for _, ev := range batch {
 			r.hub.Publish(wire.NewMessage(ev.channel, ev.payload, ev.received))
-			r.known.update(ev.channel, ev.payload)
+			r.lastSeen.update(ev.channel, ev.payload)
 		}
 		// The hub has them: let the channels' next events go to the hub while these are
 		// stored (the script keeps the newest if two dispatchers store one channel).
 		r.mailbox.done(batch)
+		entries = entries[:0]
+		for _, ev := range batch {
+			entries = append(entries, store.Entry{Channel: ev.channel, Payload: ev.payload})
+		}
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		if _, err := r.storeBatch(sctx, batch, false); err != nil && ctx.Err() == nil {
+		if _, err := r.store.Save(sctx, entries, false); err != nil && ctx.Err() == nil {
 			r.storeLog.Log(slog.LevelWarn, "storing latest events failed (every instance stores them; the next resync writes them back)",
 				"err", err, "events", len(batch))
 		}
 		cancel()
 		clear(batch) // drop the payloads until the next take
+		clear(entries)
 	}
 }
 
@@ -385,39 +401,26 @@ func (r *Redis) dispatch(ctx context.Context) {
 func (r *Redis) resync(ctx context.Context) error {
 	snapshot := time.Now()
 	chans := r.hub.Channels()
-	var writeBack []event
+	var writeBack []store.Entry
 	seeded := 0
 	for start := 0; start < len(chans); start += resyncBatch {
 		part := chans[start:min(start+resyncBatch, len(chans))]
-		pipe := r.client.Pipeline()
-		cmds := make([]*redis.StringCmd, len(part))
-		for i, ch := range part {
-			cmds[i] = pipe.Get(ctx, r.latestKey(ch))
+		got, err := r.store.GetMany(ctx, part)
+		if err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
-		_, _ = pipe.Exec(ctx) // errors are read per command below; redis.Nil is not one
 		now := time.Now()
 		for i, ch := range part {
-			s, err := cmds[i].Result()
-			var stored wire.Payload
-			found := false
-			switch {
-			case errors.Is(err, redis.Nil):
-			case err != nil:
-				return fmt.Errorf("resync: get latest event: %w", err)
-			default:
-				p, err := decodeStored(s)
-				if err != nil {
-					r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", err)
-				} else {
-					stored, found = p, true
-				}
+			stored := got[i]
+			if stored.Err != nil {
+				r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", stored.Err)
 			}
-			if k, ok := r.known.get(ch); ok && (!found || stored.Version().Less(k.Version())) {
-				writeBack = append(writeBack, event{channel: ch, payload: k, received: now})
+			if k, ok := r.lastSeen.get(ch); ok && (!stored.Found || stored.Payload.Version().Less(k.Version())) {
+				writeBack = append(writeBack, store.Entry{Channel: ch, Payload: k})
 			}
-			if found {
-				r.known.update(ch, stored)
-				r.hub.Seed(ch, wire.NewMessage(ch, stored, now))
+			if stored.Found {
+				r.lastSeen.update(ch, stored.Payload)
+				r.hub.Seed(ch, wire.NewMessage(ch, stored.Payload, now))
 				seeded++
 			} else {
 				r.hub.Seed(ch, nil)
@@ -426,13 +429,49 @@ func (r *Redis) resync(ctx context.Context) error {
 	}
 	written := 0
 	for start := 0; start < len(writeBack); start += resyncBatch {
-		n, err := r.storeBatch(ctx, writeBack[start:min(start+resyncBatch, len(writeBack))], true)
+		n, err := r.store.Save(ctx, writeBack[start:min(start+resyncBatch, len(writeBack))], true)
 		written += n
 		if err != nil {
 			return fmt.Errorf("resync: write back: %w", err)
 		}
 	}
-	r.known.prune(chans, snapshot)
+	r.lastSeen.prune(chans, snapshot)
 	r.log.Info("redis resync done", "channels", len(chans), "seeded", seeded, "written_back", written)
 	return nil
+}
+
+// Latest returns channel's stored latest event, or nil if there is none (or it is
+// unreadable, which is logged), for a stream connecting to a channel its hub has not seen.
+// Concurrent calls for the same channel share one GET, so a reconnect storm of streams costs
+// one round trip per channel. A caller whose ctx ends first gets ctx's error; the shared
+// lookup goes on for the others.
+func (r *Redis) Latest(ctx context.Context, channel string) (*hub.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res := r.lookups.DoChan(channel, func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), latestTimeout)
+		defer cancel()
+		p, found, err := r.store.Get(lctx, channel)
+		switch {
+		case errors.Is(err, store.ErrUnreadable):
+			r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", channel, "err", err)
+			return (*hub.Message)(nil), nil
+		case err != nil:
+			return nil, err
+		case !found:
+			return (*hub.Message)(nil), nil
+		}
+		r.lastSeen.update(channel, p)
+		return wire.NewMessage(channel, p, time.Now()), nil
+	})
+	select {
+	case v := <-res:
+		if v.Err != nil {
+			return nil, v.Err
+		}
+		return v.Val.(*hub.Message), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

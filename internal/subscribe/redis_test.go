@@ -17,6 +17,7 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/redistest"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -30,7 +31,7 @@ func TestPublishDeliversExactFrame(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testConfig(), "c1")
 	p := payload(t, `"abc"`, 1700000000000)
-	mustPublish(t, e.b, "c1", p, true)
+	mustPublish(t, e.publisher(), "c1", p, true)
 	waitFor(t, 5*time.Second, "the hub to get the event", func() bool { return e.hub.has("c1", p.Version(), false) })
 
 	m := e.hub.messages("c1", false)[0]
@@ -156,7 +157,7 @@ func TestReservedChannelsNeverForwarded(t *testing.T) {
 	if got := testutil.ToFloat64(e.b.metrics.received); got != 1 {
 		t.Errorf("events_received_total = %v, want 1 (probes and reserved channels excluded)", got)
 	}
-	if _, err := e.b.Publish(ctx, "_probe.test", sentinel); err != ErrChannel {
+	if _, err := e.publisher().Publish(ctx, "_probe.test", sentinel); err != store.ErrChannel {
 		t.Errorf("Publish on a reserved channel: err %v, want ErrChannel", err)
 	}
 }
@@ -167,7 +168,7 @@ func TestProbeRecognition(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer client.Close()
 	reg := prometheus.NewRegistry()
-	b := NewRedis(client, &fakeHub{}, Config{InstanceID: "me"}, nil, reg)
+	b := NewRedis(client, store.NewRedis(client, store.Config{}), &fakeHub{}, Config{InstanceID: "me"}, nil, reg)
 	now := strconv.FormatInt(time.Now().UnixNano(), 10)
 
 	b.handle(&redis.Message{Channel: "sse:_probe.other", Payload: now})
@@ -203,7 +204,9 @@ func TestStoreNeverGoesBackwards(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	direct := newClient(t, srv.Addr())
-	b := NewRedis(newClient(t, srv.Addr()), &fakeHub{}, testConfig(), nil, nil)
+	client := newClient(t, srv.Addr())
+	st := store.NewRedis(client, store.Config{})
+	b := NewRedis(client, st, &fakeHub{}, testConfig(), nil, nil)
 	lo, hi := `"a"`, `"b"`
 	if wire.ETagHash(lo) > wire.ETagHash(hi) {
 		lo, hi = hi, lo
@@ -230,7 +233,7 @@ func TestStoreNeverGoesBackwards(t *testing.T) {
 	var newest hub.Version
 	for _, s := range steps {
 		p := payload(t, s.etag, s.lm)
-		ok, err := b.Publish(context.Background(), "c", p)
+		ok, err := st.Publish(context.Background(), "c", p)
 		if err != nil || ok != s.store {
 			t.Fatalf("%s: Publish = %v, %v; want %v", s.name, ok, err, s.store)
 		}
@@ -244,22 +247,22 @@ func TestStoreNeverGoesBackwards(t *testing.T) {
 	}
 
 	// Something unreadable at the key (not written by the gateway) is replaced.
-	key := DefaultKeyPrefix + "latest:c"
+	key := store.DefaultKeyPrefix + "latest:c"
 	if err := direct.Set(context.Background(), key, "garbage", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := b.Latest(context.Background(), "c"); m != nil || err != nil {
 		t.Fatalf("Latest of garbage = %v, %v; want nil, nil", m, err)
 	}
-	mustPublish(t, b, "c", payload(t, lo, 1), true)
+	mustPublish(t, st, "c", payload(t, lo, 1), true)
 	ttl, err := direct.PTTL(context.Background(), key).Result()
-	if err != nil || ttl <= DefaultLatestTTL-time.Minute || ttl > DefaultLatestTTL {
-		t.Fatalf("TTL of the stored latest = %v, %v; want about %v", ttl, err, DefaultLatestTTL)
+	if err != nil || ttl <= store.DefaultLatestTTL-time.Minute || ttl > store.DefaultLatestTTL {
+		t.Fatalf("TTL of the stored latest = %v, %v; want about %v", ttl, err, store.DefaultLatestTTL)
 	}
 	if m, err := b.Latest(context.Background(), "none"); m != nil || err != nil {
 		t.Fatalf("Latest of a channel never published = %v, %v; want nil, nil", m, err)
 	}
-	if _, err := b.Publish(context.Background(), "c", wire.Payload{}); err != ErrPayload {
+	if _, err := st.Publish(context.Background(), "c", wire.Payload{}); err != store.ErrPayload {
 		t.Fatalf("Publish of an empty payload: %v, want ErrPayload", err)
 	}
 }
@@ -289,7 +292,7 @@ func TestLatestIsSharedPerChannel(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	p := payload(t, "e", 42)
-	mustPublish(t, NewRedis(newClient(t, srv.Addr()), &fakeHub{}, testConfig(), nil, nil), "c", p, true)
+	mustPublish(t, store.NewRedis(newClient(t, srv.Addr()), store.Config{}), "c", p, true)
 
 	client := newClient(t, srv.Addr())
 	gate, entered := make(chan struct{}), make(chan struct{})
@@ -300,7 +303,7 @@ func TestLatestIsSharedPerChannel(t *testing.T) {
 		}
 	}}
 	client.AddHook(cmds)
-	b := NewRedis(client, &fakeHub{}, testConfig(), nil, nil)
+	b := NewRedis(client, store.NewRedis(client, store.Config{}), &fakeHub{}, testConfig(), nil, nil)
 
 	const callers = 50
 	var started, done sync.WaitGroup
@@ -396,7 +399,8 @@ func TestTwoInstancesOneRedis(t *testing.T) {
 	cfg := testConfig()
 	cfg.InstanceID = "other"
 	h2, reg2 := &fakeHub{channels: []string{"c"}}, prometheus.NewRegistry()
-	b2 := NewRedis(newClient(t, e.srv.Addr()), h2, cfg, testLogger(t), reg2)
+	c2 := newClient(t, e.srv.Addr())
+	b2 := NewRedis(c2, store.NewRedis(c2, store.Config{}), h2, cfg, testLogger(t), reg2)
 	e.run(b2)
 	waitFor(t, 10*time.Second, "the second instance to become ready", b2.Ready)
 
@@ -424,7 +428,7 @@ func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer client.Close()
-	NewRedis(client, &fakeHub{}, Config{}, nil, reg)
+	NewRedis(client, store.NewRedis(client, store.Config{}), &fakeHub{}, Config{}, nil, reg)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package subscribe
+package store
 
 import (
 	"context"
@@ -10,11 +10,19 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
+// Hub is what Memory hands new events to; *hub.Hub satisfies it.
+type Hub interface {
+	// Publish offers m to the channel's subscribers unless the hub has it or a newer one.
+	Publish(m *hub.Message) int
+}
+
+var _ Hub = (*hub.Hub)(nil)
+
 // Memory is the embedded broker of a single instance with no Redis: Publish hands events to
 // the hub directly and keeps each channel's newest one in memory for LatestTTL.
 type Memory struct {
-	hub Hub
-	ttl time.Duration
+	hub Hub           // immutable
+	ttl time.Duration // immutable
 
 	mu     sync.Mutex
 	latest map[string]memoryEntry // guarded by mu

@@ -1,0 +1,25 @@
+// Package store keeps the newest event of each channel and publishes new events: in Redis for
+// a cluster of gateways (Redis), or in memory for a single instance (Memory). Storing the
+// newest event is what lets a stream connecting to any instance, or resuming after a restart,
+// get its channel's current version at once.
+//
+// # Redis
+//
+// The latest event of a channel is the string key <KeyPrefix>latest:<channel> (TTL
+// LatestTTL), written only through one Lua script that sets it if the new version is newer
+// (versions order by lastModified, then by wire.ETagHash of the ETag) and, for Publish, also
+// PUBLISHes it on <ChannelPrefix><channel>, atomically. Every instance runs the script for
+// every event it receives (package subscribe), so whoever sees an event first stores it, and
+// replays or racing publishers never move the stored version backwards. The script touches
+// one key, so it is Redis Cluster safe.
+//
+// A stored value is a fixed-width version header (20 decimal digits of lastModified, 10 of
+// the ETag hash) followed by the payload JSON: the script compares versions exactly (Lua
+// numbers are doubles, so lastModified is compared as two 10-digit halves), and the key stays
+// readable with redis-cli.
+//
+// # Memory
+//
+// Memory is the embedded broker of a single instance with no Redis: Publish stores the newest
+// event per channel in memory (set-if-newer, TTL LatestTTL) and hands it to the hub directly.
+package store

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// versionLen is the width of a stored value's version header (see the package doc).
+const versionLen = 30
+
+// setIfNewer stores ARGV[1]..ARGV[2] at KEYS[1] with a TTL of ARGV[3] ms if the version
+// ARGV[1] is newer than the stored one (or nothing, or something unreadable, is stored),
+// then PUBLISHes ARGV[2] on ARGV[4] unless it is empty. It returns 1 if it stored, else 0.
+// One key per call, so it runs unchanged on Redis Cluster.
+var setIfNewer = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local a1 = tonumber(string.sub(cur, 1, 10))
+  local a2 = tonumber(string.sub(cur, 11, 20))
+  local a3 = tonumber(string.sub(cur, 21, 30))
+  if a1 and a2 and a3 then
+    local v = ARGV[1]
+    local b1 = tonumber(string.sub(v, 1, 10))
+    local b2 = tonumber(string.sub(v, 11, 20))
+    local b3 = tonumber(string.sub(v, 21, 30))
+    if b1 < a1 or (b1 == a1 and (b2 < a2 or (b2 == a2 and b3 <= a3))) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[2])
+end
+return 1
+`)
+
+// versionHeader formats v as the stored value's fixed-width prefix.
+func versionHeader(v hub.Version) string {
+	return fmt.Sprintf("%020d%010d", uint64(v.Time), v.Tie)
+}
+
+// decode reads a stored value back. The payload is checked as on the wire, except for its
+// size: the gateway wrote it, under a limit that may since have been lowered.
+func decode(s string) (wire.Payload, error) {
+	if len(s) <= versionLen {
+		return wire.Payload{}, fmt.Errorf("%w: too short", ErrUnreadable)
+	}
+	for i := 0; i < versionLen; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return wire.Payload{}, fmt.Errorf("%w: no version header", ErrUnreadable)
+		}
+	}
+	raw := []byte(s[versionLen:])
+	p, err := wire.ParsePayload(raw, len(raw))
+	if err != nil {
+		return wire.Payload{}, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	return p, nil
+}
+
+// Redis keeps each channel's newest event in Redis and publishes new ones to every instance.
+// It is safe for concurrent use and has no goroutine of its own.
+type Redis struct {
+	client redis.UniversalClient // immutable
+	cfg    Config                // immutable
+}
+
+// NewRedis returns the store kept in client (a *redis.Client or a *redis.ClusterClient).
+func NewRedis(client redis.UniversalClient, cfg Config) *Redis {
+	return &Redis{client: client, cfg: cfg.withDefaults()}
+}
+
+// ChannelPrefix is the prefix of the pub/sub channels events are published on.
+func (r *Redis) ChannelPrefix() string { return r.cfg.ChannelPrefix }
+
+func (r *Redis) latestKey(channel string) string { return r.cfg.KeyPrefix + "latest:" + channel }
+
+// storeArgs are the script's arguments for storing p on channel, publishing it on the
+// channel's pub/sub channel if publish is set.
+func (r *Redis) storeArgs(channel string, p wire.Payload, publish bool) []any {
+	pub := ""
+	if publish {
+		pub = r.cfg.ChannelPrefix + channel
+	}
+	return []any{versionHeader(p.Version()), p.Raw, strconv.FormatInt(r.cfg.LatestTTL.Milliseconds(), 10), pub}
+}
+
+// Publish stores p as channel's latest event and PUBLISHes it to every instance, atomically,
+// if it is newer than the stored one. It reports false, and publishes nothing, when the
+// stored event is the same version or newer. p must come from wire.ParsePayload.
+func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
+	if !wire.ValidChannel(channel) {
+		return false, ErrChannel
+	}
+	if len(p.Raw) == 0 {
+		return false, ErrPayload
+	}
+	n, err := setIfNewer.Run(ctx, r.client, []string{r.latestKey(channel)}, r.storeArgs(channel, p, true)...).Int()
+	if err != nil {
+		return false, fmt.Errorf("publish to redis: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Get returns channel's stored latest event; found is false when there is none. A stored
+// value that cannot be read is an error wrapping ErrUnreadable.
+func (r *Redis) Get(ctx context.Context, channel string) (p wire.Payload, found bool, err error) {
+	s, err := r.client.Get(ctx, r.latestKey(channel)).Result()
+	if errors.Is(err, redis.Nil) {
+		return wire.Payload{}, false, nil
+	}
+	if err != nil {
+		return wire.Payload{}, false, fmt.Errorf("get latest event: %w", err)
+	}
+	if p, err = decode(s); err != nil {
+		return wire.Payload{}, false, err
+	}
+	return p, true, nil
+}
+
+// Stored is one channel's answer in GetMany.
+type Stored struct {
+	// Payload is the stored latest event, when Found.
+	Payload wire.Payload
+	// Found reports whether a readable event is stored.
+	Found bool
+	// Err is set (wrapping ErrUnreadable) when a stored value cannot be read.
+	Err error
+}
+
+// GetMany returns the stored latest event of every channel, in one pipeline (one key per
+// command, so it works on Redis Cluster). A Redis error fails the whole call.
+func (r *Redis) GetMany(ctx context.Context, channels []string) ([]Stored, error) {
+	pipe := r.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(channels))
+	for i, ch := range channels {
+		cmds[i] = pipe.Get(ctx, r.latestKey(ch))
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below; redis.Nil is not one
+	out := make([]Stored, len(channels))
+	for i := range channels {
+		s, err := cmds[i].Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("get latest event: %w", err)
+		default:
+			out[i].Payload, out[i].Err = decode(s)
+			out[i].Found = out[i].Err == nil
+		}
+	}
+	return out, nil
+}
+
+// Entry is one channel's event to store.
+type Entry struct {
+	Channel string
+	Payload wire.Payload
+}
+
+// Save runs the set-if-newer script for each entry in one pipeline (EVALSHA, then EVAL for
+// those that hit NOSCRIPT, e.g. after Redis restarted), publishing each stored one too if
+// publish is set. It reports how many were stored, and the first error.
+func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (int, error) {
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	run := func(entries []Entry, sha bool) ([]*redis.Cmd, error) {
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(entries))
+		for i, e := range entries {
+			keys, args := []string{r.latestKey(e.Channel)}, r.storeArgs(e.Channel, e.Payload, publish)
+			if sha {
+				cmds[i] = setIfNewer.EvalSha(ctx, pipe, keys, args...)
+			} else {
+				cmds[i] = setIfNewer.Eval(ctx, pipe, keys, args...)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, _ := run(entries, true)
+	stored := 0
+	var retry []Entry
+	var firstErr error
+	for i, cmd := range cmds {
+		n, err := cmd.Int()
+		switch {
+		case err == nil:
+			stored += n
+		case redis.HasErrorPrefix(err, "NOSCRIPT"):
+			retry = append(retry, entries[i])
+		case firstErr == nil:
+			firstErr = err
+		}
+	}
+	if len(retry) > 0 {
+		cmds, _ = run(retry, false)
+		for _, cmd := range cmds {
+			n, err := cmd.Int()
+			stored += n
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if firstErr != nil {
+		return stored, fmt.Errorf("store latest events: %w", firstErr)
+	}
+	return stored, nil
+}

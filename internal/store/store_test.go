@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/hub"
+	"github.com/sse-gateway/sse-gateway/internal/wire"
+)
+
+// fakeHub records what Memory hands it.
+type fakeHub struct {
+	mu   sync.Mutex
+	msgs map[string][]*hub.Message
+}
+
+func (h *fakeHub) Publish(m *hub.Message) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.msgs == nil {
+		h.msgs = map[string][]*hub.Message{}
+	}
+	h.msgs[m.Channel] = append(h.msgs[m.Channel], m)
+	return 1
+}
+
+func (h *fakeHub) messages(channel string) []*hub.Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*hub.Message(nil), h.msgs[channel]...)
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// payload builds a valid payload.
+func payload(t *testing.T, etag string, lastModified int64) wire.Payload {
+	t.Helper()
+	p, err := wire.ParsePayload([]byte(fmt.Sprintf(`{"etag":%q,"lastModified":%d,"type":"refetchConfig"}`, etag, lastModified)), 0)
+	if err != nil {
+		t.Fatalf("payload: %v", err)
+	}
+	return p
+}
+
+func TestMemory(t *testing.T) {
+	t.Parallel()
+	h := &fakeHub{}
+	b := NewMemory(h, Config{LatestTTL: 200 * time.Millisecond})
+	ctx := context.Background()
+	v1, v0 := payload(t, "v1", 100), payload(t, "v0", 50)
+	steps := []struct {
+		name    string
+		channel string
+		p       wire.Payload
+		want    bool
+		err     error
+	}{
+		{"first", "c", v1, true, nil},
+		{"redelivery", "c", v1, false, nil},
+		{"older", "c", v0, false, nil},
+		{"other channel", "d", v0, true, nil},
+		{"reserved channel", "_probe.x", v1, false, ErrChannel},
+		{"empty payload", "c", wire.Payload{}, false, ErrPayload},
+	}
+	for _, s := range steps {
+		ok, err := b.Publish(ctx, s.channel, s.p)
+		if ok != s.want || err != s.err {
+			t.Fatalf("%s: Publish = %v, %v; want %v, %v", s.name, ok, err, s.want, s.err)
+		}
+	}
+	if got := h.messages("c"); len(got) != 1 || got[0].Version != v1.Version() {
+		t.Fatalf("hub got %v on c, want only v1", got)
+	}
+	m, err := b.Latest(ctx, "c")
+	if err != nil || m != h.messages("c")[0] {
+		t.Fatalf("Latest = %v, %v; want the message the hub got", m, err)
+	}
+	if want := wire.Encode("c", v1, m.Received); string(m.Frame) != string(want) {
+		t.Errorf("frame %q, want %q", m.Frame, want)
+	}
+
+	if b.Ready() {
+		t.Errorf("ready before Run")
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- b.Run(rctx) }()
+	waitFor(t, 5*time.Second, "ready while running", b.Ready)
+	waitFor(t, 5*time.Second, "the latest event to expire", func() bool {
+		m, _ := b.Latest(ctx, "c")
+		return m == nil
+	})
+	waitFor(t, 5*time.Second, "expired events to be swept", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.latest) == 0
+	})
+	// An expired latest no longer blocks an older version.
+	mustOK := func(ok bool, err error) {
+		t.Helper()
+		if !ok || err != nil {
+			t.Fatalf("Publish after expiry = %v, %v; want true", ok, err)
+		}
+	}
+	mustOK(b.Publish(ctx, "c", v0))
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if b.Ready() {
+		t.Errorf("ready after Run returned")
+	}
+}
+
+func TestStoredValueRoundTrip(t *testing.T) {
+	t.Parallel()
+	p := payload(t, `"x"`, 1700000000000)
+	s := versionHeader(p.Version()) + string(p.Raw)
+	got, err := decode(s)
+	if err != nil || got.Version() != p.Version() || string(got.Raw) != string(p.Raw) {
+		t.Fatalf("decode = %+v, %v; want %+v", got, err, p)
+	}
+	if h := versionHeader(hub.Version{Time: 1, Tie: 2}); h != "000000000000000000010000000002" || len(h) != versionLen {
+		t.Fatalf("versionHeader = %q", h)
+	}
+	for _, bad := range []string{"", "123", strings.Repeat("x", 40), versionHeader(p.Version()) + "not json"} {
+		if _, err := decode(bad); err == nil {
+			t.Errorf("decode(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	d := Config{}.withDefaults()
+	if d.ChannelPrefix != "sse:" || d.KeyPrefix != "sse-gateway:" || d.LatestTTL != 168*time.Hour {
+		t.Fatalf("defaults = %+v", d)
+	}
+}
