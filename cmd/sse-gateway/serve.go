@@ -169,10 +169,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 
 	var redisKeys *auth.RedisSource
 	if cfg.KeysRedis {
-		redisKeys = auth.NewRedisSource(auth.NewRedisKeys(rdb, cfg.KeyPrefix), keys, func(ids []string) {
-			n := streams.CloseKeys(ids)
-			log.Info("redis keys: revoked", "keys", len(ids), "streams_closed", n)
-		}, auth.RedisSourceConfig{}, log)
+		redisKeys = auth.NewRedisSource(auth.NewRedisKeys(rdb, cfg.KeyPrefix), keys, streams.CloseKeys, auth.RedisSourceConfig{}, log)
 	}
 
 	// With keys in Redis, an instance is not ready before it has read them: it would refuse

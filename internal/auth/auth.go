@@ -1,6 +1,3 @@
-// Package auth resolves the subscribe key a stream presents to the key's name and the
-// channels it may read. Keys are held only as SHA-256 hashes, so a heap dump, a log line or a
-// metric label can never reveal one.
 package auth
 
 import (

@@ -383,3 +383,32 @@ func TestLoadFileTooLarge(t *testing.T) {
 		t.Fatalf("oversized keys file: %v", err)
 	}
 }
+
+// A FileSource reload revokes what the file no longer holds, and a rejected file keeps the
+// current keys.
+func TestFileSourceReload(t *testing.T) {
+	p := writeFile(t, `{"keys":[{"name":"a","key":"sa","channels":["*"]},{"name":"b","key":"sb","channels":["*"]}]}`)
+	store := NewStore()
+	var revoked []string
+	src := NewFileSource(p, store, func(ids []string) int { revoked = append(revoked, ids...); return len(ids) }, nil)
+	if err := src.Load(); err != nil || store.Len() != 2 {
+		t.Fatalf("Load = %v with %d keys, want 2 keys", err, store.Len())
+	}
+	if err := os.WriteFile(p, []byte(`{"keys":[{"name":"a","key":"sa","channels":["*"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src.Reload()
+	if store.Len() != 1 || len(revoked) != 1 || revoked[0] != (Key{Hash: HashKey("sb")}).ID() {
+		t.Fatalf("after reload: %d keys, revoked %v; want 1 key and b revoked", store.Len(), revoked)
+	}
+	if err := os.WriteFile(p, []byte(`{"keys":[`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src.Reload()
+	if _, err := store.Authorize("sa", []string{"x"}); err != nil || len(revoked) != 1 {
+		t.Fatalf("a rejected file changed the keys: %v, revoked %v", err, revoked)
+	}
+	if err := NewFileSource(filepath.Join(t.TempDir(), "missing.json"), store, nil, nil).Load(); err == nil {
+		t.Fatal("Load of a missing file succeeded")
+	}
+}

@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 )
@@ -56,4 +57,50 @@ func LoadFile(path string) ([]Key, error) {
 		keys = append(keys, Key{Name: e.Name, Hash: HashKey(e.Key), Channels: e.Channels})
 	}
 	return keys, nil
+}
+
+// FileSource keeps a Store's "file" source equal to a keys file: Load reads it at start, and
+// Reload (on SIGHUP) reads it again. Its methods must not be called concurrently.
+type FileSource struct {
+	path      string
+	store     *Store
+	onRevoked func(ids []string) (closed int)
+	log       *slog.Logger
+}
+
+// NewFileSource returns a source feeding store from the keys file at path. onRevoked, if not
+// nil, is called with the IDs of keys a reload removed, rotated or narrowed, and returns how
+// many streams it closed (stream.Server.CloseKeys). log may be nil.
+func NewFileSource(path string, store *Store, onRevoked func(ids []string) (closed int), log *slog.Logger) *FileSource {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FileSource{path: path, store: store, onRevoked: onRevoked, log: log}
+}
+
+// Load reads the file and sets the store's "file" source; an error leaves the store as it was.
+func (f *FileSource) Load() error {
+	ks, err := LoadFile(f.path)
+	if err != nil {
+		return err
+	}
+	f.store.SetSource("file", ks)
+	f.log.Info("keys loaded", "file", f.path, "keys", len(ks))
+	return nil
+}
+
+// Reload reads the file again and closes the streams of keys it no longer permits. A file
+// that is rejected keeps the current keys: a typo must not lock every SDK out.
+func (f *FileSource) Reload() {
+	ks, err := LoadFile(f.path)
+	if err != nil {
+		f.log.Error("SIGHUP: keys file rejected, keeping the current keys", "err", err)
+		return
+	}
+	revoked := f.store.SetSource("file", ks)
+	closed := 0
+	if len(revoked) > 0 && f.onRevoked != nil {
+		closed = f.onRevoked(revoked)
+	}
+	f.log.Info("SIGHUP: keys reloaded", "keys", len(ks), "revoked", len(revoked), "streams_closed", closed)
 }

@@ -43,10 +43,11 @@ type revocations struct {
 	ids []string
 }
 
-func (r *revocations) add(ids []string) {
+func (r *revocations) add(ids []string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ids = append(r.ids, ids...)
+	return len(ids)
 }
 
 func (r *revocations) has(id string) bool {
