@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
 )
 
 // testAdminToken is the admin token of every test gateway.
@@ -42,8 +44,8 @@ func writeKeysFile(t *testing.T) string {
 	return path
 }
 
-// gateway is serve() running in this process.
-type gateway struct {
+// testGateway is serve() running in this process.
+type testGateway struct {
 	t           *testing.T
 	addr        string // host:port of --addr
 	metricsAddr string // host:port of --metrics-addr, when set
@@ -55,7 +57,7 @@ type gateway struct {
 // startGateway runs serve with args after the test defaults (any flag given again wins),
 // waits until it listens, and stops it (checking it drains and returns) when t ends.
 // Without --keys-file or --keys-redis in args it gets the keys of testKeys.
-func startGateway(t *testing.T, args ...string) *gateway {
+func startGateway(t *testing.T, args ...string) *testGateway {
 	t.Helper()
 	defaults := []string{
 		"--addr", "127.0.0.1:0", "--drain", "100ms", "--admin-token", testAdminToken,
@@ -65,21 +67,21 @@ func startGateway(t *testing.T, args ...string) *gateway {
 	if !strings.Contains(joined, "--keys-file") && !strings.Contains(joined, "--keys-redis") {
 		defaults = append(defaults, "--keys-file", writeKeysFile(t))
 	}
-	var cfg serveConfig
+	var cfg gateway.Config
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	serveFlags(fs, &cfg)
 	if err := fs.Parse(append(defaults, args...)); err != nil {
 		t.Fatalf("flags %q: %v", args, err)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatalf("flags %q: %v", args, err)
 	}
 	tap := newLogTap()
-	log := slog.New(slog.NewJSONHandler(tap, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Logger = slog.New(slog.NewJSONHandler(tap, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, log) }()
-	g := &gateway{t: t, logs: tap, scheme: "http"}
+	go func() { done <- serve(ctx, cfg) }()
+	g := &testGateway{t: t, logs: tap, scheme: "http"}
 	if cfg.TLSCert != "" {
 		g.scheme = "https"
 	}
@@ -114,15 +116,15 @@ func startGateway(t *testing.T, args ...string) *gateway {
 }
 
 // url is a URL on the gateway's --addr.
-func (g *gateway) url(path string) string { return g.scheme + "://" + g.addr + path }
+func (g *testGateway) url(path string) string { return g.scheme + "://" + g.addr + path }
 
 // streamURL is the stream URL for key on channels.
-func (g *gateway) streamURL(key string, channels ...string) string {
+func (g *testGateway) streamURL(key string, channels ...string) string {
 	return g.url("/event-stream?v=1.2&channels=" + strings.Join(channels, ",") + "&key=" + key)
 }
 
 // waitReady polls /readyz until it answers 200.
-func (g *gateway) waitReady(c *http.Client) {
+func (g *testGateway) waitReady(c *http.Client) {
 	g.t.Helper()
 	waitFor(g.t, 10*time.Second, "the gateway to be ready", func() bool {
 		resp, err := c.Get(g.url("/readyz"))
@@ -135,7 +137,7 @@ func (g *gateway) waitReady(c *http.Client) {
 }
 
 // publish publishes an event on channel through the admin API and checks it is accepted.
-func (g *gateway) publish(c *http.Client, channel, etag string, lastModified int64) {
+func (g *testGateway) publish(c *http.Client, channel, etag string, lastModified int64) {
 	g.t.Helper()
 	body := fmt.Sprintf(`{"channel":%q,"data":{"etag":%q,"lastModified":%d}}`, channel, etag, lastModified)
 	req, _ := http.NewRequest(http.MethodPost, g.url("/v1/publish"), strings.NewReader(body))

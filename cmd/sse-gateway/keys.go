@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/auth"
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 )
 
 const keysUsage = `Usage:
@@ -34,7 +36,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sse-gateway keys "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	redisURL := fs.String("redis-url", "", "Redis the gateways run with --keys-redis on (required)")
-	prefix := fs.String("redis-key-prefix", "sse-gateway:", "the gateways' --redis-key-prefix")
+	prefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "the gateways' --redis-key-prefix")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	var name, channels *string
 	var rotate *bool
@@ -85,7 +87,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rdb, err := newRedisClient(*redisURL)
+	rdb, err := gateway.NewRedisClient(*redisURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "sse-gateway keys %s: %v\n", sub, err)
 		return 2

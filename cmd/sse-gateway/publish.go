@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -25,7 +26,7 @@ func runPublish(args []string) int {
 	etag := fs.String("etag", "", `the new config's CDN ETag, verbatim with its quotes, e.g. '"abc123"' (required)`)
 	lastModified := fs.Int64("last-modified", 0, "the new config's Last-Modified in epoch ms (default: now)")
 	typ := fs.String("type", "refetchConfig", `event type SDKs read ("refetchConfig"); empty omits it`)
-	gateway := fs.String("gateway", "http://127.0.0.1:8080", "gateway base URL, used without --redis-url")
+	gatewayURL := fs.String("gateway", "http://127.0.0.1:8080", "gateway base URL, used without --redis-url")
 	token := fs.String("admin-token", "", "the gateway's admin token, used with --gateway")
 	redisURL := fs.String("redis-url", "", "publish directly to this Redis instead of through a gateway")
 	prefix := fs.String("redis-channel-prefix", store.DefaultChannelPrefix, "pub/sub prefix the gateways subscribe to")
@@ -58,7 +59,7 @@ func runPublish(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *redisURL != "" {
-		rdb, err := newRedisClient(*redisURL)
+		rdb, err := gateway.NewRedisClient(*redisURL)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 			return 2
@@ -74,7 +75,7 @@ func runPublish(args []string) int {
 		return 0
 	}
 	body, _ := json.Marshal(map[string]any{"channel": *channel, "data": json.RawMessage(payload.Raw)})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*gateway, "/")+"/v1/publish", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*gatewayURL, "/")+"/v1/publish", bytes.NewReader(body))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sse-gateway publish: --gateway:", err)
 		return 2

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"flag"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key, and returns their
@@ -117,7 +118,7 @@ func TestTLSStreamsOverHTTP2(t *testing.T) {
 }
 
 // openStreams reads sse_gateway_streams_open summed over keys for one protocol from /metrics.
-func (g *gateway) openStreams(c *http.Client, protocol string) float64 {
+func (g *testGateway) openStreams(c *http.Client, protocol string) float64 {
 	g.t.Helper()
 	resp, err := c.Get(g.url("/metrics"))
 	if err != nil {
@@ -177,23 +178,16 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 	}
 }
 
-// The HTTP server settings that protect the listener.
-func TestHTTPServerLimits(t *testing.T) {
+// --read-header-timeout defaults to 5s (the stream package tests the server settings).
+func TestReadHeaderTimeoutDefault(t *testing.T) {
 	t.Parallel()
-	s := newHTTPServer(http.NotFoundHandler(), 5*time.Second, slog.New(slog.DiscardHandler))
-	if s.ReadHeaderTimeout != 5*time.Second || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 {
-		t.Fatalf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d: all must be set", s.ReadHeaderTimeout, s.IdleTimeout, s.MaxHeaderBytes)
-	}
-	if s.WriteTimeout != 0 || s.ReadTimeout != 0 {
-		t.Fatal("WriteTimeout/ReadTimeout would cut long-lived streams")
-	}
-	var cfg serveConfig
+	var cfg gateway.Config
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	serveFlags(fs, &cfg)
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ReadHeaderTime != 5*time.Second {
-		t.Fatalf("--read-header-timeout defaults to %v, want 5s", cfg.ReadHeaderTime)
+	if cfg.ReadHeaderTimeout != 5*time.Second {
+		t.Fatalf("--read-header-timeout defaults to %v, want 5s", cfg.ReadHeaderTimeout)
 	}
 }

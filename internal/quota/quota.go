@@ -46,11 +46,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sse-gateway/sse-gateway/internal/store"
 )
 
 // Defaults of the Config fields left zero.
 const (
-	DefaultKeyPrefix = "sse-gateway:"
+	DefaultKeyPrefix = store.DefaultKeyPrefix
 	DefaultTTL       = 30 * time.Second
 	DefaultTimeout   = time.Second
 )

@@ -135,7 +135,7 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	e.srv = srv
 	e.ts = httptest.NewUnstartedServer(srv)
 	e.ts.Config.ConnContext = srv.ConnContext
-	e.ts.Config.MaxHeaderBytes = 2 << 20 // as cmd/sse-gateway configures it
+	e.ts.Config.MaxHeaderBytes = maxHeaderBytes // as NewHTTPServer configures it
 	e.ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	if m.h2 {
 		e.ts.EnableHTTP2 = true

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"testing"
@@ -15,7 +15,7 @@ func TestRedisURLPicksClientKind(t *testing.T) {
 		{"rediss://user:pass@cache.internal:6380", false},
 		{"redis://10.0.0.1:6379?addr=10.0.0.2:6379&addr=10.0.0.3:6379", true},
 	} {
-		c, err := newRedisClient(tc.url)
+		c, err := NewRedisClient(tc.url)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.url, err)
 		}
@@ -26,7 +26,7 @@ func TestRedisURLPicksClientKind(t *testing.T) {
 		c.Close()
 	}
 	for _, bad := range []string{"http://x", "redis://h:1/notanumber", "://"} {
-		if c, err := newRedisClient(bad); err == nil {
+		if c, err := NewRedisClient(bad); err == nil {
 			c.Close()
 			t.Errorf("%s: accepted", bad)
 		}

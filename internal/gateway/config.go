@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is everything a gateway runs with. cmd/sse-gateway binds one flag to each field
+// (named in its comment) and its flag defaults are the documented ones; Validate reports
+// the first wrong value by its flag.
+type Config struct {
+	// Addr is the listen address for streams, the publish API, health and (without
+	// MetricsAddr) metrics (--addr).
+	Addr string
+	// MetricsAddr is a separate listen address for /metrics and, with Pprof, /debug/pprof;
+	// empty serves /metrics on Addr (--metrics-addr).
+	MetricsAddr string
+	// RedisURL is the Redis of a cluster of gateways; empty runs the embedded broker of a
+	// single instance (--redis-url).
+	RedisURL string
+	// ChannelPrefix, KeyPrefix and LatestTTL are the store's (--redis-channel-prefix,
+	// --redis-key-prefix, --latest-ttl; see store.Config).
+	ChannelPrefix string
+	KeyPrefix     string
+	LatestTTL     time.Duration
+	// KeysFile is the JSON keys file, reloaded by Reload (--keys-file).
+	KeysFile string
+	// KeysRedis also accepts keys managed in Redis (--keys-redis; needs RedisURL).
+	KeysRedis bool
+	// AdminToken is the bearer token of POST /v1/publish; empty generates one, logged once
+	// (--admin-token).
+	AdminToken string
+	// Heartbeat, WriteTimeout, MaxChannels, MaxStreamsPerIP, AcceptRate, MaxLifetime and
+	// SendBuffer are the stream server's (--heartbeat, --write-timeout, --max-channels,
+	// --max-streams-per-ip, --accept-rate, --max-lifetime, --send-buffer; see stream.Config).
+	Heartbeat       time.Duration
+	WriteTimeout    time.Duration
+	MaxChannels     int
+	MaxStreamsPerIP int
+	AcceptRate      float64
+	MaxLifetime     time.Duration
+	SendBuffer      int
+	// Drain is the window over which open streams are closed at shutdown (--drain).
+	Drain time.Duration
+	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any
+	// (--allowed-origins).
+	AllowedOrigins string
+	// MaxPayload is the largest accepted publish payload in bytes (--max-payload).
+	MaxPayload int
+	// MaxStreams caps this instance's streams; 0 derives the cap from the open-files limit
+	// (stream.DefaultMaxStreams) (--max-streams).
+	MaxStreams int
+	// MaxStreamsPerKey caps streams per key across instances; 0 is unlimited
+	// (--max-streams-per-key; needs RedisURL).
+	MaxStreamsPerKey int
+	// ProbeInterval is the Redis pub/sub liveness probe's interval (--probe-interval).
+	ProbeInterval time.Duration
+	// LogFormat and LogLevel are checked here and applied by the command (--log-format,
+	// --log-level).
+	LogFormat string
+	LogLevel  string
+	// TLSCert and TLSKey, together, serve HTTPS and HTTP/2 on Addr (--tls-cert, --tls-key).
+	TLSCert string
+	TLSKey  string
+	// TrustedProxies is the comma-separated CIDRs (or addresses) of proxies whose
+	// X-Forwarded-For gives the client address (--trusted-proxies).
+	TrustedProxies string
+	// Pprof serves /debug/pprof on MetricsAddr, never on Addr (--pprof).
+	Pprof bool
+	// InstanceID names this instance in logs and probes; empty uses hostname and pid
+	// (--instance-id).
+	InstanceID string
+	// ReadHeaderTimeout closes connections that have not sent complete request headers
+	// in time (--read-header-timeout).
+	ReadHeaderTimeout time.Duration
+	// MetricsChannels is the comma-separated channel patterns whose names may be metric
+	// labels (--metrics-channels).
+	MetricsChannels string
+
+	// Version is the build's version, exported as sse_gateway_build_info.
+	Version string
+	// Logger receives every log line (nil: discarded).
+	Logger *slog.Logger
+	// Registry is where the gateway's metrics are registered and what /metrics serves
+	// (nil: a new registry with the Go and process collectors).
+	Registry *prometheus.Registry
+}
+
+// Validate checks the values that flag parsing cannot, and names the flag of the first one
+// that is wrong.
+func (c *Config) Validate() error {
+	switch {
+	case c.Heartbeat < 100*time.Millisecond:
+		return fmt.Errorf("--heartbeat %s: must be at least 100ms", c.Heartbeat)
+	case c.WriteTimeout < 100*time.Millisecond:
+		return fmt.Errorf("--write-timeout %s: must be at least 100ms", c.WriteTimeout)
+	case c.Drain < 0:
+		return fmt.Errorf("--drain %s: must not be negative", c.Drain)
+	case c.MaxChannels < 1 || c.MaxChannels > 256:
+		return fmt.Errorf("--max-channels %d: must be 1..256", c.MaxChannels)
+	case c.MaxPayload < 256:
+		return fmt.Errorf("--max-payload %d: must be at least 256", c.MaxPayload)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case c.KeysRedis && c.RedisURL == "":
+		return errors.New("--keys-redis needs --redis-url")
+	case c.MaxStreamsPerKey > 0 && c.RedisURL == "":
+		return errors.New("--max-streams-per-key needs --redis-url (it is counted across instances)")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return fmt.Errorf("--log-format %q: use json or text", c.LogFormat)
+	case c.ProbeInterval < 50*time.Millisecond:
+		return fmt.Errorf("--probe-interval %s: must be at least 50ms", c.ProbeInterval)
+	case c.ReadHeaderTimeout < 10*time.Millisecond:
+		return fmt.Errorf("--read-header-timeout %s: must be at least 10ms", c.ReadHeaderTimeout)
+	case c.LatestTTL < 0:
+		return fmt.Errorf("--latest-ttl must not be negative, got %v", c.LatestTTL)
+	case c.LatestTTL > 0 && c.LatestTTL < time.Millisecond:
+		return fmt.Errorf("--latest-ttl must be at least 1ms, got %v", c.LatestTTL)
+	case strings.ContainsAny(c.ChannelPrefix, " \r\n"):
+		return errors.New("--redis-channel-prefix must not contain spaces or line breaks")
+	case strings.ContainsAny(c.KeyPrefix, " \r\n"):
+		return errors.New("--redis-key-prefix must not contain spaces or line breaks")
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(c.TrustedProxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("--trusted-proxies %q: %w", s, err)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies %q: %w", s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// valid is a configuration Validate accepts: the command's flag defaults.
+func valid() Config {
+	return Config{
+		Addr: ":8080", Heartbeat: 15 * time.Second, WriteTimeout: 10 * time.Second, Drain: 10 * time.Second,
+		MaxChannels: 10, MaxPayload: 64 << 10, ProbeInterval: 2 * time.Second, LogFormat: "json",
+		ReadHeaderTimeout: 5 * time.Second, LatestTTL: 168 * time.Hour, ChannelPrefix: "sse:", KeyPrefix: "sse-gateway:",
+	}
+}
+
+// Validate is the one check of the configuration: each wrong value is reported by its flag.
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		flag string // "" = valid
+		edit func(*Config)
+	}{
+		{"", func(*Config) {}},
+		{"", func(c *Config) { c.LatestTTL = 0 }}, // zero means the default
+		{"--heartbeat", func(c *Config) { c.Heartbeat = 99 * time.Millisecond }},
+		{"--write-timeout", func(c *Config) { c.WriteTimeout = 0 }},
+		{"--drain", func(c *Config) { c.Drain = -1 }},
+		{"--max-channels", func(c *Config) { c.MaxChannels = 257 }},
+		{"--max-payload", func(c *Config) { c.MaxPayload = 255 }},
+		{"--tls-cert", func(c *Config) { c.TLSCert = "c.pem" }},
+		{"--keys-redis", func(c *Config) { c.KeysRedis = true }},
+		{"--max-streams-per-key", func(c *Config) { c.MaxStreamsPerKey = 1 }},
+		{"--log-format", func(c *Config) { c.LogFormat = "xml" }},
+		{"--probe-interval", func(c *Config) { c.ProbeInterval = 49 * time.Millisecond }},
+		{"--read-header-timeout", func(c *Config) { c.ReadHeaderTimeout = time.Millisecond }},
+		{"--latest-ttl", func(c *Config) { c.LatestTTL = -1 }},
+		{"--latest-ttl", func(c *Config) { c.LatestTTL = time.Microsecond }},
+		{"--redis-channel-prefix", func(c *Config) { c.ChannelPrefix = "a b" }},
+		{"--redis-key-prefix", func(c *Config) { c.KeyPrefix = "a\n" }},
+		{"--trusted-proxies", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, nonsense" }},
+	} {
+		c := valid()
+		tc.edit(&c)
+		err := c.Validate()
+		if (err == nil) != (tc.flag == "") || (err != nil && !strings.Contains(err.Error(), tc.flag)) {
+			t.Errorf("Validate = %v, want an error naming %q", err, tc.flag)
+		}
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	t.Parallel()
+	c := Config{TrustedProxies: "127.0.0.1, 10.1.2.3/8,,::1"}
+	ps, err := c.trustedProxies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.String())
+	}
+	if want := "127.0.0.1/32 10.0.0.0/8 ::1/128"; strings.Join(got, " ") != want {
+		t.Fatalf("trusted proxies %v, want %s", got, want)
+	}
+}
+
+func TestLabelChannels(t *testing.T) {
+	t.Parallel()
+	if labelChannels(" , ") != nil {
+		t.Fatal("no patterns must label no channel (nil)")
+	}
+	f := labelChannels("vip_*, exact")
+	for ch, want := range map[string]bool{"vip_1": true, "exact": true, "exactly": false, "other": false} {
+		if f(ch) != want {
+			t.Errorf("label %q = %v, want %v", ch, !want, want)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sse-gateway/sse-gateway/internal/api"
+	"github.com/sse-gateway/sse-gateway/internal/httperr"
+)
+
+// router serves --addr: streams, the publish API, health, readiness and, without
+// --metrics-addr, metrics. Unknown paths and methods get the gateway's JSON error.
+func (g *Gateway) router(metrics http.Handler) http.Handler {
+	health := &api.Health{Ready: g.ready}
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		httperr.Write(w, http.StatusNotFound, "not found")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		httperr.Write(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	r.Handle("/event-stream", g.streams)
+	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload}).Methods(http.MethodPost)
+	r.HandleFunc("/healthz", health.Live).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", health.Readiness).Methods(http.MethodGet, http.MethodHead)
+	if g.cfg.MetricsAddr == "" {
+		r.Handle("/metrics", metrics).Methods(http.MethodGet)
+	}
+	return r
+}
+
+// metricsMux serves --metrics-addr: /metrics, and /debug/pprof when enabled (never on the
+// public listener).
+func metricsMux(metrics http.Handler, withPprof bool) http.Handler {
+	mr := http.NewServeMux()
+	mr.Handle("/metrics", metrics)
+	if withPprof {
+		mr.HandleFunc("/debug/pprof/", pprof.Index)
+		mr.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mr.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mr.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mr.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mr
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
