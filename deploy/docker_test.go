@@ -352,3 +352,70 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// The image build fetches only the modules the binary imports: none of the test tooling that
+// go.mod also lists (a browser driver, Kubernetes types, SSE clients). The replay starts its
+// RUN steps on an empty module cache, so what is in it afterwards is what the build fetched.
+func TestDockerBuildFetchesOnlyTheBinarysModules(t *testing.T) {
+	b := gatewayBuild(t)
+	fetched := fetchedModules(t, filepath.Join(b.modCache, "cache", "download"))
+	list := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "./cmd/sse-gateway")
+	list.Dir = repoRoot()
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/sse-gateway: %v", err)
+	}
+	needed := map[string]bool{}
+	for _, m := range strings.Fields(string(out)) {
+		needed[m] = true
+	}
+	if !fetched["github.com/redis/go-redis/v9"] {
+		t.Fatalf("the replayed build fetched %v: the module download step did not run on the empty cache", fetched)
+	}
+	for m := range fetched {
+		if !needed[m] {
+			t.Errorf("the image build fetched %s, which the binary does not import", m)
+		}
+	}
+	for _, m := range []string{"github.com/chromedp/chromedp", "github.com/chromedp/cdproto", "k8s.io/api", "k8s.io/apimachinery",
+		"sigs.k8s.io/yaml", "github.com/launchdarkly/eventsource", "github.com/r3labs/sse/v2", "go.uber.org/goleak"} {
+		if fetched[m] {
+			t.Errorf("the image build fetched test tooling %s", m)
+		}
+	}
+}
+
+// fetchedModules lists the module paths that have a go.mod in a module download cache.
+func fetchedModules(t *testing.T, root string) map[string]bool {
+	t.Helper()
+	mods := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".mod") {
+			return err
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(filepath.Dir(p))) // <module>/@v/<version>.mod
+		if err != nil {
+			return err
+		}
+		mods[unescapeModulePath(filepath.ToSlash(rel))] = true
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return mods
+}
+
+// unescapeModulePath undoes the module cache's case encoding ("!x" for "X").
+func unescapeModulePath(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '!' && i+1 < len(p) {
+			i++
+			b.WriteString(strings.ToUpper(p[i : i+1]))
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}

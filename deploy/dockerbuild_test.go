@@ -21,8 +21,10 @@ import (
 // copies the repository through .dockerignore into a build context, replays the builder
 // stage's COPY, ARG, ENV, WORKDIR and RUN instructions on a directory standing for the
 // builder's file system (the RUN commands verbatim, through sh -c, with BuildKit's
-// --mount flags dropped since the host's module and build caches stand in for them), and
-// returns the file that the final stage's COPY --from takes.
+// --mount flags dropped: the host's build cache stands in for the build cache mount, and an
+// empty module cache, fed offline from the host's module cache as a file:// GOPROXY, for the
+// module cache mount, so that what the build fetches can be listed), and returns the file
+// that the final stage's COPY --from takes.
 
 // ignoreRule is one .dockerignore line.
 type ignoreRule struct {
@@ -210,6 +212,7 @@ type buildResult struct {
 	binary    string // host path of the file the final stage copies from the builder
 	imagePath string // where the final stage puts it
 	goBuild   string // the RUN command line that runs go build, as written
+	modCache  string // the module cache the RUN steps started with empty: what they fetched
 	log       string // output of the RUN steps
 	err       error
 }
@@ -262,6 +265,7 @@ func replayDockerBuild(root, dir string) (res buildResult) {
 	res.version = fmt.Sprintf("deploytest-%d", time.Now().UnixNano())
 	res.context = filepath.Join(dir, "context")
 	res.rootfs = filepath.Join(dir, "rootfs")
+	res.modCache = filepath.Join(dir, "gomodcache")
 	var logb strings.Builder
 	defer func() { res.log = logb.String() }()
 
@@ -297,6 +301,11 @@ func replayDockerBuild(root, dir string) (res buildResult) {
 		"TARGETPLATFORM": runtime.GOOS + "/" + runtime.GOARCH,
 	}
 	st := df.newState(buildArgs)
+	modEnv, err := moduleEnv(hostGoEnv("GOMODCACHE"), res.modCache)
+	if err != nil {
+		res.err = err
+		return
+	}
 	host := func(p string) string { return filepath.Join(res.rootfs, filepath.FromSlash(p)) }
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -334,7 +343,7 @@ func replayDockerBuild(root, dir string) (res buildResult) {
 			fmt.Fprintf(&logb, "RUN %s\n", in.args)
 			cmd := exec.CommandContext(ctx, "sh", "-c", in.args)
 			cmd.Dir = host(st.workdir)
-			cmd.Env = runEnv(st)
+			cmd.Env = append(runEnv(st), modEnv...)
 			cmd.Stdout, cmd.Stderr = &logb, &logb
 			if err := cmd.Run(); err != nil {
 				res.err = fmt.Errorf("line %d: RUN %s: %w", in.line, in.args, err)
@@ -389,6 +398,29 @@ func replayCopy(in instruction, st *stageState, contextDir string, host func(str
 	return nil
 }
 
+// hostGoEnv returns `go env name` on the host ("" if it fails).
+func hostGoEnv(name string) string {
+	out, err := exec.Command("go", "env", name).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// moduleEnv points a replayed RUN at the empty module cache dst, downloading offline from the
+// host's module cache hostCache (GOPROXY=file://), with writable files so it can be removed.
+func moduleEnv(hostCache, dst string) ([]string, error) {
+	if hostCache == "" {
+		return nil, fmt.Errorf("go env GOMODCACHE: empty")
+	}
+	return []string{
+		"GOMODCACHE=" + dst,
+		"GOPROXY=file://" + filepath.ToSlash(filepath.Join(hostCache, "cache", "download")),
+		"GOSUMDB=off", // go.sum still checks every download
+		"GOFLAGS=-modcacherw",
+	}, nil
+}
+
 // runEnv is the environment of a replayed RUN: the host's, less what the golang image
 // does not set and what would change the build (the host's Go caches stand in for the
 // Dockerfile's cache mounts), plus the stage's ARG and ENV values.
@@ -398,6 +430,7 @@ func runEnv(st *stageState) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case k == "CGO_ENABLED", k == "GOOS", k == "GOARCH", k == "GOFLAGS", k == "GOEXPERIMENT",
+			k == "GOMODCACHE", k == "GOPROXY", k == "GOSUMDB",
 			strings.HasPrefix(k, "SSE_GATEWAY_"):
 			continue
 		}
