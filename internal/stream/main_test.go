@@ -97,9 +97,6 @@ type env struct {
 	wrapAuth func(Authorizer) Authorizer
 	// storeOverride, when set, is the Server's Store instead of e.store.
 	storeOverride Store
-
-	mu sync.Mutex
-	lm map[string]int64 // newest lastModified published per channel
 }
 
 type envOpt func(*env, *Config)
@@ -108,7 +105,7 @@ func withQuota(q KeyQuota) envOpt { return func(e *env, _ *Config) { e.quota = q
 
 func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	t.Helper()
-	e := &env{t: t, store: &fakeStore{m: map[string]*hub.Message{}}, reg: prometheus.NewRegistry(), mode: m, lm: map[string]int64{}}
+	e := &env{t: t, store: &fakeStore{m: map[string]*hub.Message{}}, reg: prometheus.NewRegistry(), mode: m}
 	for _, o := range opts {
 		o(e, &cfg)
 	}

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,7 +100,7 @@ func buildBinary(ctx context.Context, t *testing.T, dir, name, pkg string) strin
 	out := filepath.Join(dir, name)
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("go not found in PATH: %v", err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, pkg)
 	if b, err := cmd.CombinedOutput(); err != nil {
