@@ -76,33 +76,44 @@ type Config struct {
 }
 
 // Hub routes messages to subscriptions. All methods are safe for concurrent use.
+//
+// Goroutines: Publish and Seed run on the caller's goroutine (a broker's dispatcher, a
+// stream handler seeding a channel) and do the fan-out there, helped for large channels by
+// Workers worker goroutines that New starts and Close waits for.
+//
+// Lock order: a shard's mu and a channel's mu are never held together (Subscribe and
+// Unsubscribe take one, release it, then take the other). A channel's mu is held for a whole
+// fan-out, and Sink.Offer is called under it, so a sink may take its own lock (and, below
+// it, locks of its own), but must never call back into the hub.
 type Hub struct {
+	// Set by New, then read-only.
 	seed    maphash.Seed
 	shards  []shard
 	cfg     Config
-	tasks   chan task
-	wg      sync.WaitGroup
+	tasks   chan task // publisher -> workers: parts of a large fan-out
 	metrics *metrics
-	closed  chan struct{}
-	once    sync.Once
+	closed  chan struct{} // closed by Close: the workers return
+
+	wg   sync.WaitGroup // the workers
+	once sync.Once      // Close
 }
 
 type shard struct {
 	mu    sync.RWMutex
-	chans map[string]*channel
+	chans map[string]*channel // guarded by mu
 }
 
 // channel holds one channel's subscriptions. mu is held by Publish for a whole fan-out, which
 // is what makes per-channel delivery ordered without any per-subscriber lock.
 type channel struct {
-	name    string
-	refs    int  // guarded by the shard's mu: subscriptions registered or registering
-	labeled bool // per-channel metrics are kept for it (fixed at creation)
+	name    string // immutable
+	refs    int    // guarded by the shard's mu: subscriptions registered or registering
+	labeled bool   // immutable: per-channel metrics are kept for it
 
 	mu     sync.Mutex
-	slots  []slot
-	latest *Message
-	seeded bool // the store was asked for this channel's latest (or a message arrived)
+	slots  []slot   // guarded by mu: one per subscription
+	latest *Message // guarded by mu: the newest message published or seeded
+	seeded bool     // guarded by mu: the store was asked for this channel's latest (or a message arrived)
 }
 
 type slot struct {
@@ -112,8 +123,8 @@ type slot struct {
 
 // Subscription is one sink's registration on a set of channels.
 type Subscription struct {
-	sink  Sink
-	chans []*channel
+	sink  Sink       // immutable
+	chans []*channel // set by Subscribe; chans[i] is cleared by Unsubscribe
 	// pos[i] is this subscription's index in chans[i].slots; sent[i] is the newest version
 	// offered on chans[i]. Both are guarded by chans[i].mu.
 	pos  []int
@@ -311,9 +322,9 @@ func (h *Hub) publish(m *Message, seed bool) int {
 	}
 	if ch.latest != nil && !ch.latest.Version.Less(m.Version) {
 		if ch.latest.Version == m.Version {
-			h.metrics.dropped.WithLabelValues(DropDuplicate).Inc()
+			h.metrics.drops[DropDuplicate].Inc()
 		} else {
-			h.metrics.dropped.WithLabelValues(DropStale).Inc()
+			h.metrics.drops[DropStale].Inc()
 		}
 		return 0
 	}

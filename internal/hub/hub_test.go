@@ -170,8 +170,8 @@ func TestDropStaleAndDuplicate(t *testing.T) {
 	defer h.Close()
 	var s recordSink
 	h.Subscribe(&s, []string{"c"}, Version{})
-	stale := func() float64 { return testutil.ToFloat64(h.metrics.dropped.WithLabelValues(DropStale)) }
-	dup := func() float64 { return testutil.ToFloat64(h.metrics.dropped.WithLabelValues(DropDuplicate)) }
+	stale := func() float64 { return testutil.ToFloat64(h.metrics.drops[DropStale]) }
+	dup := func() float64 { return testutil.ToFloat64(h.metrics.drops[DropDuplicate]) }
 
 	v5 := msg("c", 5, 100)
 	h.Publish(v5)
@@ -324,7 +324,7 @@ func TestUnseededAndSeed(t *testing.T) {
 	if got := s1.got(); len(got) != 2 || got[0].m != mb || got[0].idx != 1 || got[1].m != mc || got[1].idx != 2 {
 		t.Fatalf("offers %+v", got)
 	}
-	if testutil.ToFloat64(h.metrics.dropped.WithLabelValues(DropStale)) != 1 {
+	if testutil.ToFloat64(h.metrics.drops[DropStale]) != 1 {
 		t.Fatal("stale seed not counted")
 	}
 

@@ -4,18 +4,34 @@ import "github.com/prometheus/client_golang/prometheus"
 
 const namespace = "sse_gateway"
 
-// Reasons a message is not fanned out, used as the "reason" label of
+// DropReason says why a message was not fanned out. Its String is the "reason" label of
 // sse_gateway_events_dropped_total.
+type DropReason uint8
+
+// Drop reasons.
 const (
 	// DropStale: older than the channel's newest message (a replay or a lost race).
-	DropStale = "stale"
+	DropStale DropReason = iota
 	// DropDuplicate: the same version as the channel's newest (a redelivery).
-	DropDuplicate = "duplicate"
+	DropDuplicate
+	numDropReasons
 )
 
+var dropReasonLabels = [numDropReasons]string{DropStale: "stale", DropDuplicate: "duplicate"}
+
+// String returns the reason's metric label.
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropReasonLabels[r]
+	}
+	return "unknown"
+}
+
+// metrics are the hub's collectors; every field is safe for concurrent use.
 type metrics struct {
 	fanout        prometheus.Histogram
 	dropped       *prometheus.CounterVec
+	drops         [numDropReasons]prometheus.Counter // dropped, by reason
 	subscriptions prometheus.Gauge
 	channels      prometheus.GaugeFunc
 	chanSubs      *prometheus.GaugeVec
@@ -46,8 +62,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events fanned out per channel, for the channels an operator allow-listed (--metrics-channels).",
 		}, []string{"channel"}),
 	}
-	m.dropped.WithLabelValues(DropStale)
-	m.dropped.WithLabelValues(DropDuplicate)
+	for r := range numDropReasons {
+		m.drops[r] = m.dropped.WithLabelValues(r.String())
+	}
 	if reg != nil {
 		reg.MustRegister(m.fanout, m.dropped, m.subscriptions, m.chanSubs, m.chanEvents)
 	}

@@ -57,6 +57,7 @@ type metrics struct {
 	open      *prometheus.GaugeVec
 	opens     *prometheus.CounterVec
 	closes    *prometheus.CounterVec
+	closed    [len(closeReasonLabels)]prometheus.Counter // closes, by reason (index 0 unused)
 	frames    *prometheus.CounterVec
 	events    prometheus.Counter
 	beats     prometheus.Counter
@@ -101,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.opens.WithLabelValues(r)
 	}
 	for r := CloseClient; r <= CloseLifetime; r++ {
-		m.closes.WithLabelValues(r.String())
+		m.closed[r] = m.closes.WithLabelValues(r.String())
 	}
 	m.events = m.frames.WithLabelValues(frameEvent)
 	m.beats = m.frames.WithLabelValues(frameHeartbeat)

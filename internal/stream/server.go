@@ -392,7 +392,7 @@ func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason
 		b.release()
 	}
 	s.metrics.open.WithLabelValues(b.grant.Name, b.protocol).Dec()
-	s.metrics.closes.WithLabelValues(reason.String()).Inc()
+	s.metrics.closed[reason].Inc()
 }
 
 // subscribe registers the stream in the hub and seeds channels the hub has not seen from

@@ -10,24 +10,40 @@ import (
 
 const namespace = "sse_gateway"
 
-// Reasons an event from the subscription is rejected, used as the "reason" label of
-// sse_gateway_events_malformed_total.
+// MalformedReason says why an event from the subscription was rejected. Its String is the
+// "reason" label of sse_gateway_events_malformed_total.
+type MalformedReason uint8
+
+// Malformed reasons.
 const (
-	MalformedTooLarge     = "too_large"     // wire.ErrTooLarge
-	MalformedNotObject    = "not_object"    // wire.ErrNotObject
-	MalformedETag         = "etag"          // wire.ErrETag
-	MalformedLastModified = "last_modified" // wire.ErrLastModified
-	MalformedType         = "type"          // wire.ErrType
-	MalformedChannel      = "channel"       // a channel name no stream can subscribe to
+	MalformedTooLarge     MalformedReason = iota // wire.ErrTooLarge
+	MalformedNotObject                           // wire.ErrNotObject
+	MalformedETag                                // wire.ErrETag
+	MalformedLastModified                        // wire.ErrLastModified
+	MalformedType                                // wire.ErrType
+	MalformedChannel                             // a channel name no stream can subscribe to
+	numMalformedReasons
 )
 
-var malformedReasons = []string{
-	MalformedTooLarge, MalformedNotObject, MalformedETag, MalformedLastModified, MalformedType,
-	MalformedChannel,
+var malformedLabels = [numMalformedReasons]string{
+	MalformedTooLarge:     "too_large",
+	MalformedNotObject:    "not_object",
+	MalformedETag:         "etag",
+	MalformedLastModified: "last_modified",
+	MalformedType:         "type",
+	MalformedChannel:      "channel",
 }
 
-// malformedReason maps a wire.ParsePayload error to its label.
-func malformedReason(err error) string {
+// String returns the reason's metric label.
+func (r MalformedReason) String() string {
+	if r < numMalformedReasons {
+		return malformedLabels[r]
+	}
+	return "unknown"
+}
+
+// malformedReason maps a wire.ParsePayload error to its reason.
+func malformedReason(err error) MalformedReason {
 	switch {
 	case errors.Is(err, wire.ErrTooLarge):
 		return MalformedTooLarge
@@ -42,9 +58,11 @@ func malformedReason(err error) string {
 	}
 }
 
+// metrics are the subscriber's collectors; every field is safe for concurrent use.
 type metrics struct {
 	received   prometheus.Counter
 	malformed  *prometheus.CounterVec
+	rejected   [numMalformedReasons]prometheus.Counter // malformed, by reason
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
 	probeRTT   prometheus.Histogram
@@ -74,8 +92,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}
-	for _, r := range malformedReasons {
-		m.malformed.WithLabelValues(r)
+	for r := range numMalformedReasons {
+		m.rejected[r] = m.malformed.WithLabelValues(r.String())
 	}
 	if reg != nil {
 		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT)

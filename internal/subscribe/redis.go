@@ -305,14 +305,14 @@ func (r *Redis) handle(m *redis.Message) {
 	}
 	r.metrics.received.Inc()
 	if !wire.ValidChannel(name) {
-		r.metrics.malformed.WithLabelValues(MalformedChannel).Inc()
+		r.metrics.rejected[MalformedChannel].Inc()
 		r.malformedLog.Log(slog.LevelWarn, "ignoring event on an invalid channel name",
 			"channel", truncate(name, wire.MaxChannelLen))
 		return
 	}
 	p, err := wire.ParsePayload([]byte(m.Payload), r.cfg.MaxPayload)
 	if err != nil {
-		r.metrics.malformed.WithLabelValues(malformedReason(err)).Inc()
+		r.metrics.rejected[malformedReason(err)].Inc()
 		r.malformedLog.Log(slog.LevelWarn, "ignoring malformed event", "channel", name, "err", err)
 		return
 	}

@@ -81,7 +81,8 @@ func TestMalformedEventsCountedNotForwarded(t *testing.T) {
 	e := newEnv(t, cfg, "c1")
 	valid := `{"etag":"x","lastModified":1}`
 	cases := []struct {
-		name, channel, payload, reason string
+		name, channel, payload string
+		reason                 MalformedReason
 	}{
 		{"not JSON", "c1", "hello", MalformedNotObject},
 		{"array", "c1", `[1,2]`, MalformedNotObject},
@@ -103,7 +104,7 @@ func TestMalformedEventsCountedNotForwarded(t *testing.T) {
 		{"overlong channel", strings.Repeat("c", 201), valid, MalformedChannel},
 		{"empty channel", "", valid, MalformedChannel},
 	}
-	want := map[string]float64{}
+	want := map[MalformedReason]float64{}
 	for _, c := range cases {
 		if err := e.direct.Publish(context.Background(), "sse:"+c.channel, c.payload).Err(); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
@@ -117,8 +118,8 @@ func TestMalformedEventsCountedNotForwarded(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the sentinel event", func() bool { return e.hub.has("c1", sentinel.Version(), false) })
 
-	for _, reason := range malformedReasons {
-		if got := testutil.ToFloat64(e.b.metrics.malformed.WithLabelValues(reason)); got != want[reason] {
+	for reason := range numMalformedReasons {
+		if got := testutil.ToFloat64(e.b.metrics.malformed.WithLabelValues(reason.String())); got != want[reason] {
 			t.Errorf("events_malformed_total{reason=%q} = %v, want %v", reason, got, want[reason])
 		}
 	}
