@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -34,18 +35,6 @@ func (h *fakeHub) messages(channel string) []*hub.Message {
 	return append([]*hub.Message(nil), h.msgs[channel]...)
 }
 
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // payload builds a valid payload.
 func payload(t *testing.T, etag string, lastModified int64) wire.Payload {
 	t.Helper()
@@ -56,8 +45,13 @@ func payload(t *testing.T, etag string, lastModified int64) wire.Payload {
 	return p
 }
 
+// Memory stores the newest event per channel for LatestTTL, exactly, on synctest's clock.
 func TestMemory(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, func(t *testing.T) { testMemory(t) })
+}
+
+func testMemory(t *testing.T) {
 	h := &fakeHub{}
 	b := NewMemory(h, Config{LatestTTL: 200 * time.Millisecond})
 	ctx := context.Background()
@@ -99,16 +93,25 @@ func TestMemory(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- b.Run(rctx) }()
-	waitFor(t, 5*time.Second, "ready while running", b.Ready)
-	waitFor(t, 5*time.Second, "the latest event to expire", func() bool {
-		m, _ := b.Latest(ctx, "c")
-		return m == nil
-	})
-	waitFor(t, 5*time.Second, "expired events to be swept", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.latest) == 0
-	})
+	synctest.Wait()
+	if !b.Ready() {
+		t.Fatal("not ready while running")
+	}
+	time.Sleep(200*time.Millisecond - 1)
+	if m, _ := b.Latest(ctx, "c"); m == nil {
+		t.Fatal("the latest event expired before its TTL")
+	}
+	time.Sleep(time.Nanosecond)
+	synctest.Wait() // the sweep, due now too
+	if m, _ := b.Latest(ctx, "c"); m != nil {
+		t.Fatal("the latest event outlived its TTL")
+	}
+	b.mu.Lock()
+	kept := len(b.latest)
+	b.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("%d expired events not swept at the TTL", kept)
+	}
 	// An expired latest no longer blocks an older version.
 	mustOK := func(ok bool, err error) {
 		t.Helper()
