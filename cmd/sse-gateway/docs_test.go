@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -24,5 +26,59 @@ func TestOperationsFlagTable(t *testing.T) {
 	writeFlagTable(&want)
 	if got != want.String() {
 		t.Errorf("docs/OPERATIONS.md flag table is out of date: run scripts/gen-docs\n--- doc ---\n%s\n--- flags ---\n%s", got, want.String())
+	}
+}
+
+// TestArchitectureNamesExist keeps docs/ARCHITECTURE.md true to the tree: every file it
+// names exists, and every function named after a file ("stream/loop.go: run") is declared
+// in that file.
+func TestArchitectureNamesExist(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := regexp.MustCompile(`(?:internal/)?\b([a-z]+/[a-z_]+\.go)(?::((?: ?[A-Za-z]+,?)+))?`)
+	refs := ref.FindAllStringSubmatch(string(doc), -1)
+	if len(refs) < 10 {
+		t.Fatalf("docs/ARCHITECTURE.md names %d files; the parser or the page is wrong", len(refs))
+	}
+	for _, m := range refs {
+		src, err := os.ReadFile(filepath.Join("../../internal", m[1]))
+		if err != nil {
+			t.Errorf("docs/ARCHITECTURE.md names %s: %v", m[1], err)
+			continue
+		}
+		for _, fn := range strings.FieldsFunc(m[2], func(r rune) bool { return r == ',' || r == ' ' }) {
+			decl := regexp.MustCompile(`(?m)^func (\([^)]*\) )?` + regexp.QuoteMeta(fn) + `\(`)
+			if !decl.Match(src) {
+				t.Errorf("docs/ARCHITECTURE.md names %s in %s, which declares no such function", fn, m[1])
+			}
+		}
+	}
+}
+
+// TestReadmeLayoutMatchesTree: the README's layout lists every package directory under
+// internal/, and nothing that is not there.
+func TestReadmeLayoutMatchesTree(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^internal/([a-z]+)/ `).FindAllStringSubmatch(string(readme), -1) {
+		listed[m[1]] = true
+	}
+	entries, err := os.ReadDir("../../internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && !listed[e.Name()] {
+			t.Errorf("internal/%s is missing from the README's layout", e.Name())
+		}
+		delete(listed, e.Name())
+	}
+	for name := range listed {
+		t.Errorf("the README's layout lists internal/%s, which does not exist", name)
 	}
 }

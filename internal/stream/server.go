@@ -2,11 +2,21 @@
 // the response headers, subscribes the stream to the hub and keeps it alive with heartbeats
 // until the client leaves, the stream is too slow, its key is revoked or the instance drains.
 //
-// Plain HTTP/1.1 streams are taken over from net/http after their headers (on Linux): they
-// then have no goroutine and no buffer of their own while idle, and are written by
-// non-blocking writes from the publisher's goroutine, with an epoll loop to notice hang-ups
-// and to finish writes a slow client could not take at once. HTTP/2, TLS and HTTP/1.0 streams
-// keep one goroutine each on the ordinary net/http path.
+// A stream is served on one of two paths:
+//
+//   - Taken over (plain HTTP/1.1, on Linux): once admitted, its connection is taken over
+//     from net/http (takeover.go) and handed to the poller (poller_linux.go). It then has no
+//     goroutine and no buffer of its own while idle: publishers write to it directly with
+//     non-blocking writes (pollstream_linux.go, the per-stream state machine), and the
+//     poller's epoll loop notices hang-ups and finishes writes a slow client could not take
+//     at once, its sweeper writes heartbeats and enforces write deadlines and lifetimes, and
+//     its closer carries out closes.
+//   - The net/http path (HTTP/2, TLS, HTTP/1.0, other platforms): one goroutine per stream,
+//     the handler's, does every write under a deadline (loop.go).
+//
+// server.go admits streams (limits, quota, registry, drain, revocation); query.go, cors.go and
+// clientip.go read the request; sockopt*.go tune sockets; httpserver.go holds the
+// http.Server settings streams depend on.
 package stream
 
 import (
