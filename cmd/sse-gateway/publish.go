@@ -109,32 +109,3 @@ func report(id string, published bool) {
 		fmt.Printf("not published: %s is not newer than the channel's newest event\n", id)
 	}
 }
-
-// runHealthcheck is the container HEALTHCHECK: the image has no curl, so the binary checks
-// itself.
-func runHealthcheck(args []string) int {
-	fs := flag.NewFlagSet("sse-gateway healthcheck", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:8080", "host:port of the gateway")
-	path := fs.String("path", "/healthz", "path to check (/healthz or /readyz)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	tls := fs.Bool("tls", false, "use https (certificate not verified: this checks liveness, not identity)")
-	if err := parseFlags(fs, args); err != nil {
-		return 2
-	}
-	scheme := "http"
-	if *tls {
-		scheme = "https"
-	}
-	client := &http.Client{Timeout: *timeout, Transport: healthTransport(*tls)}
-	resp, err := client.Get(scheme + "://" + *addr + *path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "unhealthy:", err)
-		return 1
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(os.Stderr, "unhealthy:", resp.Status)
-		return 1
-	}
-	return 0
-}
