@@ -28,6 +28,9 @@ type Server struct {
 	t    testing.TB
 	port int
 	dir  string
+	// base builds the arguments every start of this server begins with: plainArgs, or a
+	// sentinel's or a cluster node's own.
+	base func(port int, dir string) []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -41,11 +44,18 @@ func Start(t testing.TB, extra ...string) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH: this test needs a real Redis (apt-get install redis-server): %v", err)
 	}
-	s := &Server{t: t, dir: t.TempDir()}
+	return startServer(t, plainArgs, func() int { return FreePort(t) }, extra)
+}
+
+// startServer starts a server with base arguments on a port from pick, retrying on another
+// port when the one picked was taken meanwhile.
+func startServer(t testing.TB, base func(port int, dir string) []string, pick func() int, extra []string) *Server {
+	t.Helper()
+	s := &Server{t: t, dir: t.TempDir(), base: base}
 	t.Cleanup(s.Kill)
 	var err error
 	for range 5 { // another process may take the free port between probing and binding it
-		s.port = FreePort(t)
+		s.port = pick()
 		if err = s.start(extra); err == nil {
 			return s
 		}
@@ -93,6 +103,31 @@ func (s *Server) Restart(extra ...string) {
 	s.t.Fatalf("restarting redis-server on port %d: %v", s.port, err)
 }
 
+// Port is the server's TCP port.
+func (s *Server) Port() int { return s.port }
+
+// Running reports whether the server process is running (it was not killed).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+// Pause stops the server process (SIGSTOP): it keeps its connections and answers nothing,
+// as a host that froze. Resume continues it.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
 // Kill SIGKILLs the server and waits for it to exit; it does nothing if it is not running.
 func (s *Server) Kill() {
 	s.mu.Lock()
@@ -109,8 +144,8 @@ func (s *Server) Kill() {
 func (s *Server) start(extra []string) error {
 	logFile := filepath.Join(s.dir, "redis.log")
 	_ = os.Remove(logFile)
-	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", logFile}, extra...)
+	args := append(append(s.base(s.port, s.dir), "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--dir", s.dir, "--logfile", logFile), extra...)
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
@@ -144,6 +179,9 @@ func (s *Server) start(extra []string) error {
 	return nil
 }
 
+// plainArgs are the base arguments of a plain server: no persistence.
+func plainArgs(int, string) []string { return []string{"--save", "", "--appendonly", "no"} }
+
 // FreePort returns a loopback TCP port that was free a moment ago; another process may take
 // it before the caller binds it.
 func FreePort(t testing.TB) int {
@@ -170,7 +208,8 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// A server with requirepass answers NOAUTH: it is up all the same.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil

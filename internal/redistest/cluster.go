@@ -1,0 +1,372 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NodeTimeout is the cluster-node-timeout of every test cluster: a master is declared failed,
+// and its replica promoted, about two of these after it stops answering.
+const NodeTimeout = 2 * time.Second
+
+// Cluster is a private Redis Cluster on loopback: masters, each with its replicas, created
+// with redis-cli --cluster create, every node killed when the test ends.
+type Cluster struct {
+	t testing.TB
+	// Nodes are every node, masters first as created; a node keeps its Server (and port)
+	// across kills and restarts, whatever its role becomes.
+	Nodes []*Server
+}
+
+// StartCluster starts masters*(1+replicas) cluster nodes, joins them into one cluster with
+// every slot assigned and waits until every node reports it healthy. extra are more
+// redis-server arguments for every node.
+func StartCluster(t testing.TB, masters, replicas int, extra ...string) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatalf("redis-cli not found in PATH: the cluster tests need it (apt-get install redis-server, which ships redis-cli): %v", err)
+	}
+	c := &Cluster{t: t}
+	base := func(port int, dir string) []string {
+		return []string{"--save", "", "--appendonly", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())),
+			// Replicas sync at once rather than after the default 5s batching delay: a
+			// replica that never synced cannot be promoted.
+			"--repl-diskless-sync-delay", "0"}
+	}
+	args := []string{"--cluster", "create"}
+	for range masters * (1 + replicas) {
+		s := startServer(t, base, func() int { return clusterPort(t) }, extra)
+		c.Nodes = append(c.Nodes, s)
+		args = append(args, s.Addr())
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	c.WaitHealthy(60 * time.Second)
+	return c
+}
+
+// clusterPort picks a free port whose cluster bus port (port+10000) is free too.
+func clusterPort(t testing.TB) int {
+	t.Helper()
+	for range 1000 {
+		p := 20000 + rand.IntN(25000)
+		a, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p
+	}
+	t.Fatal("found no free port pair (p, p+10000) for a cluster node")
+	return 0
+}
+
+// Addrs are every node's host:port.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// URL is the cluster as the gateway's --redis-url takes it: the first node as the host and
+// every other one as an addr= parameter.
+func (c *Cluster) URL() string {
+	addrs := c.Addrs()
+	u := "redis://" + addrs[0]
+	for i, a := range addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
+}
+
+// Node returns the node listening on addr, or nil.
+func (c *Cluster) Node(addr string) *Server {
+	for _, n := range c.Nodes {
+		if n.Addr() == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// Client returns a cluster client on every node, closed when the test ends.
+func (c *Cluster) Client() *redis.ClusterClient {
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	c.t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// NodeView is what one node says of another in CLUSTER NODES.
+type NodeView struct {
+	ID, Addr string
+	Master   bool
+	Failed   bool // fail or pfail
+	Slots    [][2]int
+}
+
+// Topology is CLUSTER NODES as seen by the first running node that answers.
+func (c *Cluster) Topology() ([]NodeView, error) {
+	var lastErr error
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		v, err := nodesOf(n.Addr())
+		if err == nil {
+			return v, nil
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("no node answered CLUSTER NODES: %v", lastErr)
+}
+
+func nodesOf(addr string) ([]NodeView, error) {
+	cl := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := cl.ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []NodeView
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		v := NodeView{ID: f[0], Addr: addr, Master: strings.Contains(f[2], "master"),
+			Failed: strings.Contains(f[2], "fail")}
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated
+			}
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil {
+				v.Slots = append(v.Slots, [2]int{a, b})
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// MasterOf returns the node that the cluster says serves slot now.
+func (c *Cluster) MasterOf(slot int) *Server {
+	c.t.Helper()
+	nodes, err := c.Topology()
+	if err != nil {
+		c.t.Fatalf("cluster topology: %v", err)
+	}
+	for _, v := range nodes {
+		if !v.Master || v.Failed {
+			continue
+		}
+		for _, r := range v.Slots {
+			if slot >= r[0] && slot <= r[1] {
+				if n := c.Node(v.Addr); n != nil {
+					return n
+				}
+			}
+		}
+	}
+	c.t.Fatalf("no live master serves slot %d: %+v", slot, nodes)
+	return nil
+}
+
+// Slot is the cluster hash slot of key (its {hash tag} if it has one).
+func Slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return int(crc16(key) % 16384)
+}
+
+// crc16 is CRC-16/XMODEM, the cluster's key hash.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
+// WaitHealthy waits until every running node reports cluster_state:ok, knows every running
+// node, and sees every slot served by a master that is not failed.
+func (c *Cluster) WaitHealthy(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var why string
+	for {
+		if why = c.unhealthy(); why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("cluster not healthy after %v: %s", timeout, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) unhealthy() string {
+	running := 0
+	for _, n := range c.Nodes {
+		if n.Running() {
+			running++
+		}
+	}
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		info, err := cl.ClusterInfo(ctx).Result()
+		repl, rerr := cl.Info(ctx, "replication").Result()
+		cancel()
+		cl.Close()
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return fmt.Sprintf("%s: CLUSTER INFO: %v", n.Addr(), err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return n.Addr() + ": cluster_state is not ok"
+		}
+		if strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+			// Until it has synced, a replica could not take over from its master.
+			return n.Addr() + ": replica not in sync with its master"
+		}
+		views, err := nodesOf(n.Addr())
+		if err != nil {
+			return fmt.Sprintf("%s: CLUSTER NODES: %v", n.Addr(), err)
+		}
+		healthy, covered := 0, 0
+		for _, v := range views {
+			if !v.Failed && c.Node(v.Addr) != nil && c.Node(v.Addr).Running() {
+				healthy++
+			}
+			if v.Master && !v.Failed {
+				for _, r := range v.Slots {
+					covered += r[1] - r[0] + 1
+				}
+			}
+		}
+		if healthy != running {
+			return fmt.Sprintf("%s sees %d healthy nodes of %d running", n.Addr(), healthy, running)
+		}
+		if covered != 16384 {
+			return fmt.Sprintf("%s sees %d of 16384 slots served", n.Addr(), covered)
+		}
+	}
+	return ""
+}
+
+// WaitFailover waits until the cluster has promoted a replica for every slot old served
+// (old was killed), and is healthy again.
+func (c *Cluster) WaitFailover(old *Server, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		nodes, err := c.Topology()
+		if err == nil {
+			promoted := true
+			for _, v := range nodes {
+				if v.Addr == old.Addr() && v.Master && len(v.Slots) > 0 {
+					promoted = false
+				}
+			}
+			if promoted && c.unhealthy() == "" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			var logs strings.Builder
+			for _, n := range c.Nodes {
+				b, _ := os.ReadFile(filepath.Join(n.Dir(), "redis.log"))
+				fmt.Fprintf(&logs, "--- %s:\n%s\n", n.Addr(), tail(string(b), 1500))
+			}
+			c.t.Fatalf("no failover of %s within %v (%v; %s)\n%s", old.Addr(), timeout, err, c.unhealthy(), logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Reshard moves every slot of the master from (with its keys) to the master to, with
+// redis-cli --cluster reshard, as an operator rebalancing a cluster does; clients see ASK
+// and MOVED redirections meanwhile.
+func (c *Cluster) Reshard(from, to *Server) {
+	c.t.Helper()
+	nodes, err := c.Topology()
+	if err != nil {
+		c.t.Fatalf("cluster topology: %v", err)
+	}
+	var fromID, toID string
+	slots := 0
+	for _, v := range nodes {
+		switch v.Addr {
+		case from.Addr():
+			fromID = v.ID
+			for _, r := range v.Slots {
+				slots += r[1] - r[0] + 1
+			}
+		case to.Addr():
+			toID = v.ID
+		}
+	}
+	if fromID == "" || toID == "" || slots == 0 {
+		c.t.Fatalf("reshard %s -> %s: not two masters with slots: %+v", from.Addr(), to.Addr(), nodes)
+	}
+	args := []string{"--cluster", "reshard", to.Addr(), "--cluster-from", fromID, "--cluster-to", toID,
+		"--cluster-slots", strconv.Itoa(slots), "--cluster-yes"}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		c.t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, tail(string(out), 2000))
+	}
+	c.WaitHealthy(30 * time.Second)
+}

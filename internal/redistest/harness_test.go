@@ -1,0 +1,50 @@
+package redistest
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestClusterFailover checks the harness itself: a cluster starts healthy, serves a key, and
+// promotes a replica when the key's master is killed; a restarted node rejoins.
+func TestClusterFailover(t *testing.T) {
+	c := StartCluster(t, 3, 1)
+	cl := c.Client()
+	ctx := context.Background()
+	if err := cl.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := c.MasterOf(Slot("k"))
+	old.Kill()
+	c.WaitFailover(old, 30*time.Second)
+	if n := c.MasterOf(Slot("k")); n == old {
+		t.Fatalf("slot still on the killed node")
+	}
+	old.Restart()
+	c.WaitHealthy(30 * time.Second)
+	nodes, err := c.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range nodes {
+		if v.Addr == old.Addr() && v.Master && len(v.Slots) > 0 {
+			t.Fatalf("restarted node %s came back as a master with slots: %+v", old.Addr(), v)
+		}
+	}
+}
+
+// TestSentinelFailover checks the harness itself: sentinels promote a replica when the
+// master is killed.
+func TestSentinelFailover(t *testing.T) {
+	d := StartSentinels(t, 1, 3, "datapw", "sentpw")
+	m := d.Master()
+	if m != d.Data[0] {
+		t.Fatalf("master is %v, want the first data node", m)
+	}
+	m.Kill()
+	nm := d.WaitMaster(m, 30*time.Second)
+	if nm == m {
+		t.Fatal("no failover")
+	}
+}
