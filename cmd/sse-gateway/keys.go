@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/auth"
-	"github.com/sse-gateway/sse-gateway/internal/gateway"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 )
 
@@ -87,7 +86,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rdb, err := gateway.NewRedisClient(*redisURL)
+	rdb, err := newRedisClient(*redisURL, "sse-gateway-keys")
 	if err != nil {
 		fmt.Fprintf(stderr, "sse-gateway keys %s: %v\n", sub, err)
 		return 2

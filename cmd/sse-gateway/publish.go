@@ -7,12 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/sse-gateway/sse-gateway/internal/gateway"
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -59,7 +60,10 @@ func runPublish(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *redisURL != "" {
-		rdb, err := gateway.NewRedisClient(*redisURL)
+		// The outcome is reported below, once; go-redis' own lines (a failed dial during a
+		// failover) would only bury it.
+		redisconn.RouteLibraryLogs(slog.New(slog.DiscardHandler))
+		rdb, err := newRedisClient(*redisURL, "sse-gateway-publish")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 			return 2
@@ -68,7 +72,9 @@ func runPublish(args []string) int {
 		st := store.NewRedis(rdb, store.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl})
 		published, err := st.Publish(ctx, *channel, payload)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
+			// Retrying is safe, a publish is idempotent (its version decides); during a
+			// failover it succeeds once the new primary serves the channel's slot.
+			fmt.Fprintln(os.Stderr, "sse-gateway publish: not published, retry:", err)
 			return 1
 		}
 		report(payload.ID(), published)

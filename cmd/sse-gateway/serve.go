@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/sse-gateway/sse-gateway/internal/gateway"
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,6 +39,7 @@ func runServe(args []string) int {
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel)
 	slog.SetDefault(log)
+	redisconn.RouteLibraryLogs(log)
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
 // Config is everything a gateway runs with. cmd/sse-gateway binds one flag to each field
@@ -129,6 +131,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err
+	}
+	if c.RedisURL != "" {
+		if _, err := redisconn.Parse(c.RedisURL); err != nil {
+			return fmt.Errorf("--redis-url: %w", err)
+		}
 	}
 	return nil
 }

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -31,6 +30,7 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/auth"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/quota"
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/stream"
 	"github.com/sse-gateway/sse-gateway/internal/subscribe"
@@ -102,10 +102,11 @@ func (g *Gateway) build() error {
 		m := store.NewMemory(g.hub, storeCfg)
 		g.broker = broker{publisher: m, latest: m, run: m.Run, ready: m.Ready}
 	} else {
-		var err error
-		if g.rdb, err = NewRedisClient(cfg.RedisURL); err != nil {
-			return err
+		o, err := redisconn.Parse(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("--redis-url: %w", err)
 		}
+		g.rdb = redisconn.Open(o, "sse-gateway-"+cfg.InstanceID)
 		st := store.NewRedis(g.rdb, storeCfg)
 		sub := subscribe.NewRedis(g.rdb, st, g.hub, subscribe.Config{
 			MaxPayload:    cfg.MaxPayload,
@@ -269,35 +270,12 @@ func (g *Gateway) ready() bool {
 	return g.broker.ready() && !g.streams.Draining() && (g.redisKeys == nil || g.redisKeys.Loaded())
 }
 
-// NewRedisClient builds the client for a --redis-url. A URL that lists more nodes with addr=
-// parameters (redis://h1:6379?addr=h2:6379&addr=h3:6379) is a Redis Cluster: classic pub/sub
-// is cluster-wide and every key the gateway uses is a single-key command, so the same code
-// runs on both.
-func NewRedisClient(raw string) (redis.UniversalClient, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	if u.Query().Has("addr") {
-		opts, err := redis.ParseClusterURL(raw)
-		if err != nil {
-			return nil, fmt.Errorf("--redis-url (cluster): %w", err)
-		}
-		return redis.NewClusterClient(opts), nil
-	}
-	opts, err := redis.ParseURL(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	return redis.NewClient(opts), nil
-}
-
 func brokerName(redisURL string) string {
 	if redisURL == "" {
 		return "embedded"
 	}
-	if u, err := url.Parse(redisURL); err == nil {
-		return u.Scheme + "://" + u.Host // never the password
+	if o, err := redisconn.Parse(redisURL); err == nil {
+		return o.Mode.String() + " " + o.Redacted // never a password
 	}
 	return "redis"
 }
