@@ -132,13 +132,16 @@ type Stored struct {
 	Payload wire.Payload
 	// Found reports whether a readable event is stored.
 	Found bool
-	// Err is set (wrapping ErrUnreadable) when a stored value cannot be read.
+	// Err is set when the channel's event could not be had: a stored value that cannot be
+	// read (wrapping ErrUnreadable; asking again will not help), or a Redis error (on a
+	// cluster, the channel's node failing: asking again will, once it is replaced).
 	Err error
 }
 
 // GetMany returns the stored latest event of every channel, in one pipeline (one key per
-// command, so it works on Redis Cluster). A Redis error fails the whole call.
-func (r *Redis) GetMany(ctx context.Context, channels []string) ([]Stored, error) {
+// command, so it works on Redis Cluster, where go-redis splits it per node: a node that
+// fails fails only its channels' answers).
+func (r *Redis) GetMany(ctx context.Context, channels []string) []Stored {
 	pipe := r.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(channels))
 	for i, ch := range channels {
@@ -151,13 +154,13 @@ func (r *Redis) GetMany(ctx context.Context, channels []string) ([]Stored, error
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
-			return nil, fmt.Errorf("get latest event: %w", err)
+			out[i].Err = fmt.Errorf("get latest event: %w", err)
 		default:
 			out[i].Payload, out[i].Err = decode(s)
 			out[i].Found = out[i].Err == nil
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Entry is one channel's event to store.
@@ -167,16 +170,19 @@ type Entry struct {
 }
 
 // Save runs the set-if-newer script for each entry in one pipeline (EVALSHA, then EVAL for
-// those that hit NOSCRIPT, e.g. after Redis restarted), publishing each stored one too if
-// publish is set. It reports how many were stored, and the first error.
-func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (int, error) {
+// those that hit NOSCRIPT, e.g. after Redis restarted or a replica was promoted), publishing
+// each stored one too if publish is set. It reports how many were stored, and each entry's
+// error (errs[i] for entries[i]; nil when every entry succeeded). On a cluster the pipeline
+// is split per node, so a failing node fails only its channels' entries.
+func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (stored int, errs []error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
-	run := func(entries []Entry, sha bool) ([]*redis.Cmd, error) {
+	run := func(idx []int, sha bool) []*redis.Cmd {
 		pipe := r.client.Pipeline()
-		cmds := make([]*redis.Cmd, len(entries))
-		for i, e := range entries {
+		cmds := make([]*redis.Cmd, len(idx))
+		for i, j := range idx {
+			e := entries[j]
 			keys, args := []string{r.latestKey(e.Channel)}, r.storeArgs(e.Channel, e.Payload, publish)
 			if sha {
 				cmds[i] = setIfNewer.EvalSha(ctx, pipe, keys, args...)
@@ -184,36 +190,49 @@ func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (int, e
 				cmds[i] = setIfNewer.Eval(ctx, pipe, keys, args...)
 			}
 		}
-		_, err := pipe.Exec(ctx)
-		return cmds, err
+		_, _ = pipe.Exec(ctx) // errors are read per command
+		return cmds
 	}
-	cmds, _ := run(entries, true)
-	stored := 0
-	var retry []Entry
-	var firstErr error
-	for i, cmd := range cmds {
+	fail := func(j int, err error) {
+		if errs == nil {
+			errs = make([]error, len(entries))
+		}
+		errs[j] = fmt.Errorf("store latest event: %w", err)
+	}
+	all := make([]int, len(entries))
+	for i := range all {
+		all[i] = i
+	}
+	var retry []int
+	for i, cmd := range run(all, true) {
 		n, err := cmd.Int()
 		switch {
 		case err == nil:
 			stored += n
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
-			retry = append(retry, entries[i])
-		case firstErr == nil:
-			firstErr = err
+			retry = append(retry, i)
+		default:
+			fail(i, err)
 		}
 	}
 	if len(retry) > 0 {
-		cmds, _ = run(retry, false)
-		for _, cmd := range cmds {
+		for i, cmd := range run(retry, false) {
 			n, err := cmd.Int()
 			stored += n
-			if err != nil && firstErr == nil {
-				firstErr = err
+			if err != nil {
+				fail(retry[i], err)
 			}
 		}
 	}
-	if firstErr != nil {
-		return stored, fmt.Errorf("store latest events: %w", firstErr)
+	return stored, errs
+}
+
+// FirstError is the first non-nil error of errs (as Save returns them), or nil.
+func FirstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
-	return stored, nil
+	return nil
 }

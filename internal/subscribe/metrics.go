@@ -66,6 +66,9 @@ type metrics struct {
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
 	probeRTT   prometheus.Histogram
+	// resyncPending is how many channels the last resync pass could not read or write
+	// back, and retries.
+	resyncPending prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -91,12 +94,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Round trip of the liveness probe: PUBLISH until it arrives on the subscription.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		resyncPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_resync_pending_channels",
+			Help: "Channels whose stored newest event the last resync could not read or write back (a Redis node down); they are retried.",
+		}),
 	}
 	for r := range numMalformedReasons {
 		m.rejected[r] = m.malformed.WithLabelValues(r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT)
+		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending)
 	}
 	return m
 }

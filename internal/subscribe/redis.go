@@ -96,6 +96,13 @@ type Redis struct {
 	probeNow chan struct{} // read loop -> probe loop: probe at once (new subscription)
 	running  atomic.Bool   // Run was called
 
+	// cluster is set (at construction) when client is a Redis Cluster client: the
+	// subscriber then picks the node of its subscription itself. subNode is that node's
+	// address while a session holds one (nil otherwise), written by the session and read
+	// by the probe loop.
+	cluster *clusterView
+	subNode atomic.Pointer[string]
+
 	malformedLog *logLimiter
 	storeLog     *logLimiter
 	probeLog     *logLimiter
@@ -132,7 +139,12 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 		storeLog:      newLogLimiter(log, time.Second),
 		probeLog:      newLogLimiter(log, time.Second),
 		backoffMin:    100 * time.Millisecond,
-		backoffMax:    5 * time.Second,
+		// At most 2s: a Sentinel failover takes about that, and a subscriber that backed
+		// off further would come back later than the publishers do.
+		backoffMax: 2 * time.Second,
+	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		r.cluster = newClusterView(cc)
 	}
 	return r
 }
@@ -181,10 +193,15 @@ func (r *Redis) Run(ctx context.Context) error {
 	defer func() {
 		r.mailbox.close()
 		wg.Wait()
+		if r.cluster != nil {
+			r.cluster.close()
+		}
 	}()
 
+	avoid := "" // the cluster node the last session failed on
 	for attempt := 0; ; attempt++ {
-		wasReady, err := r.session(ctx, &wg)
+		wasReady, node, err := r.session(ctx, &wg, avoid)
+		avoid = node
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -192,7 +209,7 @@ func (r *Redis) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		delay := backoff.Jitter(r.backoffMin, r.backoffMax, attempt)
-		r.log.Warn("redis subscription down, re-subscribing", "err", err, "attempt", attempt+1, "delay", delay)
+		r.log.Warn("redis subscription down, re-subscribing", "err", err, "node", node, "attempt", attempt+1, "delay", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -205,16 +222,20 @@ func (r *Redis) Run(ctx context.Context) error {
 }
 
 // session runs one subscription on its own connection until it fails, its probe stops
-// coming back, or ctx is done. It reports whether the subscription became ready. Its
-// resync goroutine is added to wg: it may outlive the session by a read timeout.
-func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup) (wasReady bool, err error) {
+// coming back, or ctx is done. It reports whether the subscription became ready, and on a
+// cluster the node it was on (for the next session to avoid). Its resync goroutine is added
+// to wg: it may outlive the session by a read timeout.
+func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup, avoid string) (wasReady bool, node string, err error) {
 	gen := r.sessions.Add(1)
-	ps := r.client.PSubscribe(ctx, r.pattern)
-	// Closing the PubSub is the only way to interrupt a blocked read: on ctx done, and when
-	// the resync fails.
+	ps, node, err := r.psubscribe(ctx, avoid)
+	if err != nil {
+		return false, node, err
+	}
+	r.subNode.Store(&node)
+	defer r.subNode.Store(nil)
+	// Closing the PubSub is the only way to interrupt a blocked read on ctx done.
 	stopClose := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	sctx, cancel := context.WithCancel(ctx)
-	resyncErr := make(chan error, 1)
 	defer func() {
 		cancel()
 		stopClose()
@@ -230,17 +251,12 @@ func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup) (wasReady bool,
 	for {
 		msg, err := ps.ReceiveTimeout(sctx, r.cfg.ProbeInterval)
 		if err != nil {
-			select {
-			case rerr := <-resyncErr:
-				return false, rerr
-			default:
-			}
 			if ctx.Err() != nil {
-				return false, ctx.Err()
+				return false, node, ctx.Err()
 			}
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
-				return false, fmt.Errorf("receive: %w", err)
+				return false, node, fmt.Errorf("receive: %w", err)
 			}
 		}
 		if msg != nil {
@@ -255,37 +271,45 @@ func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup) (wasReady bool,
 			if m.Kind != "psubscribe" || m.Channel != r.pattern || confirmed {
 				// Only a reconnect inside go-redis could do this, and it may have lost
 				// events: start over with a resync.
-				return false, fmt.Errorf("%w: %s %s", errUnsubscribed, m.Kind, m.Channel)
+				return false, node, fmt.Errorf("%w: %s %s", errUnsubscribed, m.Kind, m.Channel)
 			}
 			confirmed = true
 			r.markHeard()
 			r.liveGen.Store(gen)
 			r.metrics.connected.Set(1)
-			r.log.Info("redis subscription live", "pattern", r.pattern)
+			r.log.Info("redis subscription live", "pattern", r.pattern, "node", node)
 			select {
 			case r.probeNow <- struct{}{}:
 			default:
 			}
-			wg.Go(func() {
-				if err := r.resync(sctx); err != nil {
-					if sctx.Err() == nil {
-						resyncErr <- err
-						_ = ps.Close()
-					}
-					return
-				}
-				r.syncedGen.Store(gen)
-			})
+			wg.Go(func() { r.resyncLoop(sctx, gen) })
 		}
 		switch {
 		case !confirmed && time.Since(start) > timeout:
-			return false, fmt.Errorf("%w within %v", errConfirmTimeout, timeout)
+			return false, node, fmt.Errorf("%w within %v", errConfirmTimeout, timeout)
 		case confirmed && r.sinceHeard() > timeout:
 			r.log.Warn("redis subscription silent: nothing arrived, not even the probe; re-subscribing",
-				"since", r.sinceHeard().Round(time.Millisecond), "probe_channel", r.probeChannel)
-			return false, fmt.Errorf("%w in %v", errProbeTimeout, timeout)
+				"since", r.sinceHeard().Round(time.Millisecond), "probe_channel", r.probeChannel, "node", node)
+			return false, node, fmt.Errorf("%w in %v", errProbeTimeout, timeout)
 		}
 	}
+}
+
+// psubscribe starts the pattern subscription of a session. On a cluster it first asks the
+// cluster which masters are healthy and picks one (avoiding avoid, the node the last session
+// failed on), and returns its address.
+func (r *Redis) psubscribe(ctx context.Context, avoid string) (*redis.PubSub, string, error) {
+	if r.cluster == nil {
+		return r.client.PSubscribe(ctx, r.pattern), "", nil
+	}
+	if err := r.cluster.refresh(ctx); err != nil {
+		return nil, "", err
+	}
+	addr, ok := r.cluster.pickMaster(avoid)
+	if !ok {
+		return nil, "", errors.New("cluster: no healthy master serves slots")
+	}
+	return r.cluster.client(addr).PSubscribe(ctx, r.pattern), addr, nil
 }
 
 // handle validates one message from the subscription and puts it in the mailbox. It runs on
@@ -351,7 +375,10 @@ func (r *Redis) probeLoop(ctx context.Context) {
 		}
 		if r.liveGen.Load() != 0 {
 			pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeInterval)
-			err := r.client.Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+			err := r.probeVia().Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+			if err != nil && r.cluster != nil {
+				_ = r.cluster.refresh(pctx) // the next probe goes through a node that is up
+			}
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				r.probeLog.Log(slog.LevelWarn, "publishing the redis liveness probe failed", "err", err)
@@ -362,6 +389,24 @@ func (r *Redis) probeLoop(ctx context.Context) {
 			r.lastSeen.prune(r.hub.Channels(), lastPrune)
 		}
 	}
+}
+
+// probeVia is where the probe is published. On a cluster it is a healthy master other than
+// the subscription's node, so that the probe must cross the cluster bus to come back: a
+// subscription on a node that left the cluster (or was cut off from it) then hears nothing
+// and is replaced.
+func (r *Redis) probeVia() redis.Cmdable {
+	if r.cluster == nil {
+		return r.client
+	}
+	sub := ""
+	if p := r.subNode.Load(); p != nil {
+		sub = *p
+	}
+	if addr, ok := r.cluster.pickMaster(sub); ok && addr != sub {
+		return r.cluster.client(addr)
+	}
+	return r.client
 }
 
 // dispatch moves events from the mailbox to the hub, then stores them as their channels'
@@ -386,7 +431,8 @@ func (r *Redis) dispatch(ctx context.Context) {
 			entries = append(entries, store.Entry{Channel: ev.channel, Payload: ev.payload})
 		}
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		if _, err := r.store.Save(sctx, entries, false); err != nil && ctx.Err() == nil {
+		if _, errs := r.store.Save(sctx, entries, false); errs != nil && ctx.Err() == nil {
+			err := store.FirstError(errs)
 			r.storeLog.Log(slog.LevelWarn, "storing latest events failed (every instance stores them; the next resync writes them back)",
 				"err", err, "events", len(batch))
 		}
@@ -396,24 +442,60 @@ func (r *Redis) dispatch(ctx context.Context) {
 	}
 }
 
-// resync seeds the hub with the stored latest event of every channel it has subscribers
-// for, and writes back those the store lost or holds older (see the package documentation).
-func (r *Redis) resync(ctx context.Context) error {
+// resyncLoop resynchronises a new subscription (generation gen) with the store, then marks
+// it ready. Channels whose store lookup failed (on a cluster: the slots of a node that just
+// failed) are retried, with backoff and a topology refresh, until they are done or the
+// session ends; the subscription is not torn down for them, as it works.
+func (r *Redis) resyncLoop(ctx context.Context, gen uint64) {
+	pending := r.hub.Channels()
+	for attempt := 0; ; attempt++ {
+		failed, err := r.resync(ctx, pending)
+		if attempt == 0 {
+			r.syncedGen.Store(gen)
+		}
+		r.metrics.resyncPending.Set(float64(len(failed)))
+		if len(failed) == 0 || ctx.Err() != nil {
+			return
+		}
+		delay := backoff.Jitter(r.backoffMin, r.backoffMax, attempt)
+		r.storeLog.Log(slog.LevelWarn, "redis resync: some channels could not be read; retrying them",
+			"channels", len(failed), "err", err, "delay", delay)
+		if r.cluster != nil {
+			_ = r.cluster.refresh(ctx)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		pending = failed
+	}
+}
+
+// resync seeds the hub with the stored latest event of each of chans, and writes back those
+// the store lost or holds older (see the package documentation). It returns the channels it
+// could not read or write back, with the first such error.
+func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, firstErr error) {
 	snapshot := time.Now()
-	chans := r.hub.Channels()
 	var writeBack []store.Entry
 	seeded := 0
 	for start := 0; start < len(chans); start += resyncBatch {
 		part := chans[start:min(start+resyncBatch, len(chans))]
-		got, err := r.store.GetMany(ctx, part)
-		if err != nil {
-			return fmt.Errorf("resync: %w", err)
-		}
+		got := r.store.GetMany(ctx, part)
 		now := time.Now()
 		for i, ch := range part {
 			stored := got[i]
-			if stored.Err != nil {
+			switch {
+			case errors.Is(stored.Err, store.ErrUnreadable):
 				r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", stored.Err)
+			case stored.Err != nil:
+				failed = append(failed, ch)
+				if firstErr == nil {
+					firstErr = stored.Err
+				}
+				continue
 			}
 			if k, ok := r.lastSeen.get(ch); ok && (!stored.Found || stored.Payload.Version().Less(k.Version())) {
 				writeBack = append(writeBack, store.Entry{Channel: ch, Payload: k})
@@ -429,15 +511,21 @@ func (r *Redis) resync(ctx context.Context) error {
 	}
 	written := 0
 	for start := 0; start < len(writeBack); start += resyncBatch {
-		n, err := r.store.Save(ctx, writeBack[start:min(start+resyncBatch, len(writeBack))], true)
+		part := writeBack[start:min(start+resyncBatch, len(writeBack))]
+		n, errs := r.store.Save(ctx, part, true)
 		written += n
-		if err != nil {
-			return fmt.Errorf("resync: write back: %w", err)
+		for i, err := range errs {
+			if err != nil {
+				failed = append(failed, part[i].Channel)
+				if firstErr == nil {
+					firstErr = fmt.Errorf("write back: %w", err)
+				}
+			}
 		}
 	}
-	r.lastSeen.prune(chans, snapshot)
-	r.log.Info("redis resync done", "channels", len(chans), "seeded", seeded, "written_back", written)
-	return nil
+	r.lastSeen.prune(r.hub.Channels(), snapshot)
+	r.log.Info("redis resync done", "channels", len(chans), "seeded", seeded, "written_back", written, "failed", len(failed))
+	return failed, firstErr
 }
 
 // Latest returns channel's stored latest event, or nil if there is none (or it is
