@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/httperr"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
@@ -23,6 +24,9 @@ import (
 type Publisher interface {
 	Publish(ctx context.Context, channel string, p wire.Payload) (bool, error)
 }
+
+// publishTimeout bounds one publish to the broker.
+const publishTimeout = 5 * time.Second
 
 // Publish serves POST /v1/publish: {"channel":"...","data":{...inner payload...}} with
 // "Authorization: Bearer <admin token>".
@@ -95,9 +99,16 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, status, err.Error())
 		return
 	}
-	published, err := p.Broker.Publish(r.Context(), req.Channel, payload)
+	// Bounded, so that a publisher hears 503 and retries while Redis fails over, rather than
+	// waiting out the client's retries against a node that froze.
+	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	published, err := p.Broker.Publish(ctx, req.Channel, payload)
+	cancel()
 	if err != nil {
-		httperr.Write(w, http.StatusServiceUnavailable, "broker unavailable: "+err.Error())
+		// The caller retries: a publish is idempotent (its version decides), and a Redis
+		// failover lasts seconds.
+		w.Header().Set("Retry-After", "1")
+		httperr.Write(w, http.StatusServiceUnavailable, "broker unavailable, not published: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
