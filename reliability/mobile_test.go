@@ -1,8 +1,10 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -30,6 +32,41 @@ func startMobileGateway(t *testing.T, name string, ns *netns, r *redisProc) *gat
 	t.Helper()
 	return startGateway(t, name, r.URL(), "--addr", ns.hostIP+":0",
 		"--heartbeat", mobileHeartbeat.String(), "--write-timeout", mobileWriteTimeout.String())
+}
+
+// mobileCase is one flaky-network case: n clients in an impaired namespace (one-way delay,
+// loss) with a read timeout, reconnecting with their Last-Event-ID, all streaming from a
+// gateway on the host side.
+type mobileCase struct {
+	ns      *netns
+	r       *redisProc
+	g       *gateway
+	ch      string
+	clients []*sseClient
+	took    time.Duration // until every client streamed
+}
+
+// startMobileCase sets a case up; dial, when set, makes the clients' dial function (default:
+// from the namespace, the kernel choosing the address).
+func startMobileCase(t *testing.T, name string, delay time.Duration, loss float64, n int,
+	dial func(ns *netns) func(ctx context.Context, addr string) (net.Conn, error)) *mobileCase {
+	t.Helper()
+	ns := newImpairedNetns(t)
+	ns.link.set(delay, loss)
+	r := startRedis(t)
+	mc := &mobileCase{ns: ns, r: r, g: startMobileGateway(t, name, ns, r), ch: "mobile-" + name}
+	d := ns.dial
+	if dial != nil {
+		d = dial(ns)
+	}
+	cs := newClients(t)
+	start := time.Now()
+	for range n {
+		mc.clients = append(mc.clients, cs.start(clientConfig{channels: mc.ch, target: fixed(mc.g.Addr), dial: d, reconnect: true, idleTimeout: mobileIdle}))
+	}
+	waitOpen(t, 60*time.Second, mc.clients)
+	mc.took = time.Since(start)
+	return mc
 }
 
 // streamsClosed waits until the gateway's stream_closes_total is at least want and returns
@@ -95,19 +132,8 @@ func TestFlakyNetwork(t *testing.T) {
 	t.Run("lossy", func(t *testing.T) {
 		t.Parallel()
 		const n, publishes = 40, 20
-		ns := newImpairedNetns(t)
-		ns.link.set(150*time.Millisecond, 0.02)
-		r := startRedis(t)
-		g := startMobileGateway(t, "lossy", ns, r)
-		cs := newClients(t)
-		const ch = "mobile-lossy"
-		var list []*sseClient
-		start := time.Now()
-		for range n {
-			list = append(list, cs.start(clientConfig{channels: ch, target: fixed(g.Addr), dial: ns.dial, reconnect: true, idleTimeout: mobileIdle}))
-		}
-		waitOpen(t, 60*time.Second, list)
-		connected := time.Since(start)
+		mc := startMobileCase(t, "lossy", 150*time.Millisecond, 0.02, n, nil)
+		ns, r, ch, list, connected := mc.ns, mc.r, mc.ch, mc.clients, mc.took
 		base := time.Now().UnixMilli()
 		var published []version
 		var at []time.Time
@@ -135,17 +161,8 @@ func TestFlakyNetwork(t *testing.T) {
 	t.Run("outage", func(t *testing.T) {
 		t.Parallel()
 		const outage = 20 * time.Second
-		ns := newImpairedNetns(t)
-		ns.link.set(50*time.Millisecond, 0)
-		r := startRedis(t)
-		g := startMobileGateway(t, "outage", ns, r)
-		cs := newClients(t)
-		const ch = "mobile-outage"
-		var list []*sseClient
-		for range clientsPerCase {
-			list = append(list, cs.start(clientConfig{channels: ch, target: fixed(g.Addr), dial: ns.dial, reconnect: true, idleTimeout: mobileIdle}))
-		}
-		waitOpen(t, 30*time.Second, list)
+		mc := startMobileCase(t, "outage", 50*time.Millisecond, 0, clientsPerCase, nil)
+		ns, r, g, ch, list := mc.ns, mc.r, mc.g, mc.ch, mc.clients
 		base := time.Now().UnixMilli()
 		r.publishRaw(ch, payload(`"o1"`, base, 0, false))
 		waitHave(t, 10*time.Second, list, ch, versionOf(`"o1"`, base))
@@ -171,20 +188,12 @@ func TestFlakyNetwork(t *testing.T) {
 
 	t.Run("move", func(t *testing.T) {
 		t.Parallel()
-		ns := newImpairedNetns(t)
-		ns.link.set(40*time.Millisecond, 0)
-		r := startRedis(t)
-		g := startMobileGateway(t, "move", ns, r)
-		cs := newClients(t)
-		const ch = "mobile-move"
 		var src atomic.Value
-		src.Store(ns.peerIP)
-		dial := ns.dialFrom(func() string { return src.Load().(string) })
-		var list []*sseClient
-		for range clientsPerCase {
-			list = append(list, cs.start(clientConfig{channels: ch, target: fixed(g.Addr), dial: dial, reconnect: true, idleTimeout: mobileIdle}))
-		}
-		waitOpen(t, 30*time.Second, list)
+		mc := startMobileCase(t, "move", 40*time.Millisecond, 0, clientsPerCase, func(ns *netns) func(ctx context.Context, addr string) (net.Conn, error) {
+			src.Store(ns.peerIP)
+			return ns.dialFrom(func() string { return src.Load().(string) })
+		})
+		ns, r, g, ch, list := mc.ns, mc.r, mc.g, mc.ch, mc.clients
 		base := time.Now().UnixMilli()
 		r.publishRaw(ch, payload(`"m1"`, base, 0, false))
 		waitHave(t, 10*time.Second, list, ch, versionOf(`"m1"`, base))

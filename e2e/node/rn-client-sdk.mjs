@@ -14,7 +14,7 @@
 import rnsse from 'react-native-sse'
 import { initializeDevCycle } from '@devcycle/js-client-sdk-rn'
 import { XMLHttpRequest } from './rn-xhr.mjs'
-import { emit, logger, watchValue, exitWithParent } from './emit.mjs'
+import { emit, runClientSDK } from './emit.mjs'
 
 // react-native-sse's index.js require()s its ES module source; Metro (and Node) hand back the
 // module namespace, whose default export is the EventSource class.
@@ -83,19 +83,4 @@ class RNConnection {
 // js-client-sdk refuses reactNative: true without it and reads only getModel().
 globalThis.DeviceInfo = { getModel: () => 'sse-gateway e2e (node)' }
 
-const opts = JSON.parse(process.argv[2])
-const client = initializeDevCycle(opts.sdkKey, { user_id: 'e2e-user' }, {
-    apiProxyURL: opts.apiURL,
-    sseConnectionClass: RNConnection,
-    sdkPlatform: 'react-native',
-    reactNative: true,
-    disableAutomaticEventLogging: true,
-    disableCustomEventLogging: true,
-    disableConfigCache: true,
-    logger,
-    logLevel: 'debug',
-})
-exitWithParent(() => client.close())
-await client.onClientInitialized()
-emit('ready')
-watchValue(() => client.variableValue(opts.variable, opts.default))
+await runClientSDK(initializeDevCycle, { sseConnectionClass: RNConnection, sdkPlatform: 'react-native', reactNative: true })
