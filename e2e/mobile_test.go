@@ -199,6 +199,7 @@ func requireAndroidClient(t testing.TB) string {
 // with the envelope intact; after A's lifetime close and after A's drain it reconnects with
 // Last-Event-ID, waits what the retry: line says (its own strategy: the base delay retry: sets,
 // with up to 50% jitter off it), and gets the version published meanwhile, never one it had.
+// Its key is granted dvc_mobile_* only, so a server channel is refused (403).
 func TestAndroidEventSource(t *testing.T) {
 	const client = "okhttp-eventsource"
 	cp := requireAndroidClient(t)
@@ -222,6 +223,11 @@ func TestAndroidEventSource(t *testing.T) {
 			t.Errorf("%s: %s", client, msg)
 		}
 		return m, at
+	}
+	// The key apps receive is granted dvc_mobile_* only: a server channel is refused.
+	server := devcycleChannel("dvc_server", t.Name())
+	if st := httpStatus(g.a.streamURL(server, g.key)); st != 403 {
+		t.Errorf("a stream on %s with the mobile key: status %d, want 403", server, st)
 	}
 	v0, id0, _ := publish(0)
 	awaitLatestStored(t, g.a, g.channel, g.key, v0)
