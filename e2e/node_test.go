@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// nodeLine is one line a script in e2e/node printed (see e2e/node/emit.mjs).
+// nodeLine is one line a script in e2e/node (see e2e/node/emit.mjs) or the JVM client in
+// e2e/android printed.
 type nodeLine struct {
 	Ev          string  `json:"ev"`
 	T           float64 `json:"t"` // epoch ms
@@ -24,6 +25,13 @@ type nodeLine struct {
 	Data        string  `json:"data"`
 	LastEventID string  `json:"lastEventId"`
 	URL         string  `json:"url"`
+	// LastEventIDSent is the Last-Event-ID header of a request (rn-client-sdk.mjs's xhr-send).
+	LastEventIDSent *string `json:"lastEventIdSent"`
+	// Event, ID, BaseRetryMs and Error are the JVM client's (e2e/android).
+	Event       string `json:"event"`
+	ID          string `json:"id"`
+	BaseRetryMs int64  `json:"baseRetryMs"`
+	Error       string `json:"error"`
 	raw         string
 }
 
@@ -68,6 +76,13 @@ func startNode(t testing.TB, name, script string, opts any) *nodeProc {
 	arg, _ := json.Marshal(opts)
 	cmd := exec.Command("node", script, string(arg))
 	cmd.Dir = dir
+	return startClientProc(t, name, cmd)
+}
+
+// startClientProc runs a client that prints one JSON object per line and exits when its
+// standard input ends; it is stopped when the test ends.
+func startClientProc(t testing.TB, name string, cmd *exec.Cmd) *nodeProc {
+	t.Helper()
 	p := &nodeProc{t: t, name: name, stdout: newLogBuffer(), stderr: newLogBuffer()}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -79,7 +94,7 @@ func startNode(t testing.TB, name, script string, opts any) *nodeProc {
 	go p.stdout.consume(outR)
 	go p.stderr.consume(errR)
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: starting node %s: %v", name, script, err)
+		t.Fatalf("%s: starting %q: %v", name, cmd.Args, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); outW.Close(); errW.Close(); close(exited) }()

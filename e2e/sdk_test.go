@@ -148,30 +148,51 @@ func etagInLog(etag string) string {
 }
 
 // TestJSClientSDK drives @devcycle/js-client-sdk under Node (eventsource as the global
-// EventSource): its config comes from the stand-in's /v1/sdkConfig with sse.url pointing at the
-// gateway; a PUBLISH must make it refetch with sse=1, sseLastModified and sseEtag from our
-// message and serve the new value; an event whose etag it holds must not.
+// EventSource): see clientSDKScenario.
 func TestJSClientSDK(t *testing.T) {
-	const (
-		sdkKey = "dvc_client_e2e_js_client_sdk"
-		key    = "e2e-key-js-client"
-		client = "js-client-sdk"
-	)
+	clientSDKScenario(t, clientSDKRun{name: "js-client-sdk", script: "client-sdk.mjs",
+		sdkKey: "dvc_client_e2e_js_client_sdk", key: "e2e-key-js-client", channelPrefix: "dvc_client"})
+}
+
+// clientSDKRun names one client SDK script in e2e/node and the key and channel it uses.
+type clientSDKRun struct {
+	name, script, sdkKey, key, channelPrefix string
+}
+
+// clientSDKSession is a client SDK script running against a gateway, after clientSDKScenario.
+type clientSDKSession struct {
+	p       *nodeProc
+	rs      *redisServer
+	gw      *gateway
+	cdn     *cdn
+	channel string
+	sseURL  string
+	version func(int) configVersion
+	last    int // the version it serves
+	at      int // index of its last output line checked
+}
+
+// clientSDKScenario drives a js-client-sdk script: its config comes from the stand-in's
+// /v1/sdkConfig with sse.url pointing at the gateway; a PUBLISH must make it refetch with sse=1,
+// sseLastModified and sseEtag from our message and serve the new value; an event whose etag it
+// holds must not.
+func clientSDKScenario(t *testing.T, run clientSDKRun) *clientSDKSession {
+	sdkKey, key, client := run.sdkKey, run.key, run.name
 	requireNodeModules(t)
-	channel := devcycleChannel("dvc_client", t.Name())
+	channel := devcycleChannel(run.channelPrefix, t.Name())
 	rs := startRedis(t)
-	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, "dvc_client_*")})
+	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, run.channelPrefix+"_*")})
 	cdn := startCDN(t)
 	const cfgPath = "/v1/sdkConfig"
 	sseURL := gw.streamURL(channel, key)
-	version := versions("js-client")
+	version := versions(client)
 
 	v0 := version(0)
 	cdn.setClientConfig(sdkKey, flagKey, v0.Value, v0.Etag, v0.LastModified, sseURL)
 	rs.publish(t, channel, v0.Etag, v0.LastModified.UnixMilli())
 	awaitLatestStored(t, gw, channel, key, v0)
 
-	p := startNode(t, client, "client-sdk.mjs", map[string]any{
+	p := startNode(t, client, run.script, map[string]any{
 		"sdkKey": sdkKey, "apiURL": cdn.URL, "variable": flagKey, "default": "default"})
 	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
 	_, at := p.waitValue(5*time.Second, 0, v0.Value)
@@ -226,4 +247,5 @@ func TestJSClientSDK(t *testing.T) {
 		t.Fatalf("%s: an event with the etag the SDK already holds must not cause a refetch; expected %d requests, got %d:%s",
 			client, 1+flips, n, cdn.describe(cfgPath))
 	}
+	return &clientSDKSession{p: p, rs: rs, gw: gw, cdn: cdn, channel: channel, sseURL: sseURL, version: version, last: flips, at: at}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -86,6 +87,13 @@ type clientConfig struct {
 	// cycleEvery, when > 0, makes the client hang up after every cycleEvery events (and,
 	// with reconnect, come back with its Last-Event-ID).
 	cycleEvery int
+	// idleTimeout, when > 0, ends a stream on which nothing (not even a heartbeat) arrived
+	// for this long, as a mobile SDK's read timeout does; with reconnect it comes back.
+	idleTimeout time.Duration
+	// foreground, when set, says how long each stream is kept before the client hangs up (an
+	// app going to the background); background then says how long it waits before it comes
+	// back (with reconnect) with its Last-Event-ID.
+	foreground, background func() time.Duration
 }
 
 // sseClient is an SSE client written against the raw socket: it speaks HTTP/1.1 itself,
@@ -104,6 +112,8 @@ type sseClient struct {
 	opened    time.Time
 	closes    []time.Time // when each stream that had opened ended
 	retries   []int       // retry: values received, ms
+	conn      net.Conn    // the current connection, for drop
+	cycles    int         // streams the client ended on purpose (cycleEvery, foreground)
 	beats     int
 	status    int // status of the latest refused request
 	body      string
@@ -173,6 +183,13 @@ func (c *sseClient) run(ctx context.Context, sem chan struct{}) {
 		c.mu.Unlock()
 		if !c.cfg.reconnect {
 			return
+		}
+		if errors.Is(err, errCycle) && c.cfg.background != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.cfg.background()):
+			}
+			continue
 		}
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, errCycle) {
 			// Refused or reset: do not spin.
@@ -250,10 +267,55 @@ func (c *sseClient) session(ctx context.Context, addr string, sem chan struct{})
 	c.open = true
 	c.opened = time.Now()
 	c.localAddr = conn.LocalAddr().String()
+	c.conn = conn
 	num := c.conns
 	c.mu.Unlock()
 	release()
-	return c.read(bufio.NewReaderSize(resp.Body, c.cfg.bufSize), num)
+	var body io.Reader = resp.Body
+	if c.cfg.idleTimeout > 0 {
+		body = &idleReader{r: resp.Body, conn: conn, d: c.cfg.idleTimeout}
+		_ = conn.SetReadDeadline(time.Now().Add(c.cfg.idleTimeout))
+	}
+	var hungUp atomic.Bool
+	if c.cfg.foreground != nil {
+		stop := time.AfterFunc(c.cfg.foreground(), func() { hungUp.Store(true); conn.Close() })
+		defer stop.Stop()
+	}
+	err = c.read(bufio.NewReaderSize(body, c.cfg.bufSize), num)
+	if hungUp.Load() {
+		err = errCycle
+	}
+	if errors.Is(err, errCycle) {
+		c.mu.Lock()
+		c.cycles++
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// idleReader pushes the connection's read deadline d ahead of every read: a stream that
+// stays silent for d fails with a timeout.
+type idleReader struct {
+	r    io.Reader
+	conn net.Conn
+	d    time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	_ = r.conn.SetReadDeadline(time.Now().Add(r.d))
+	return r.r.Read(p)
+}
+
+// drop closes the client's current connection, as a phone does with its sockets when it
+// leaves a network; with reconnect the client comes back at once (from wherever its dial
+// function now dials from).
+func (c *sseClient) drop() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
 }
 
 // read parses the stream until it ends.

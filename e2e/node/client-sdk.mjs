@@ -7,7 +7,7 @@
 // log as {"ev":"log"}.
 import EventSource from 'eventsource'
 import { initializeDevCycle } from '@devcycle/js-client-sdk'
-import { emit, logger, watchValue, exitWithParent } from './emit.mjs'
+import { emit, runClientSDK } from './emit.mjs'
 
 // A transparent subclass: the SDK sets onopen/onmessage/onerror on it as on any EventSource;
 // the setters only report what arrived before handing it to the SDK's handler. (eventsource@2's
@@ -28,16 +28,4 @@ globalThis.EventSource = class TappedEventSource extends EventSource {
     }
 }
 
-const opts = JSON.parse(process.argv[2])
-const client = initializeDevCycle(opts.sdkKey, { user_id: 'e2e-user' }, {
-    apiProxyURL: opts.apiURL,
-    disableAutomaticEventLogging: true,
-    disableCustomEventLogging: true,
-    disableConfigCache: true,
-    logger,
-    logLevel: 'debug',
-})
-exitWithParent(() => client.close())
-await client.onClientInitialized()
-emit('ready')
-watchValue(() => client.variableValue(opts.variable, opts.default))
+await runClientSDK(initializeDevCycle)

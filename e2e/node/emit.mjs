@@ -38,3 +38,24 @@ export function exitWithParent(cleanup) {
         }
     })
 }
+
+// runClientSDK does what both client SDK scripts do with js-client-sdk's initializeDevCycle:
+// argv[2] is JSON {"sdkKey", "apiURL", "variable", "default"}; the SDK gets its config from
+// {apiURL}/v1/sdkConfig with event logging and the config cache off, plus `options`; then
+// {"ev":"ready"} and a {"ev":"value"} on every change of the variable, until stdin ends.
+export async function runClientSDK(initializeDevCycle, options = {}) {
+    const opts = JSON.parse(process.argv[2])
+    const client = initializeDevCycle(opts.sdkKey, { user_id: 'e2e-user' }, {
+        apiProxyURL: opts.apiURL,
+        disableAutomaticEventLogging: true,
+        disableCustomEventLogging: true,
+        disableConfigCache: true,
+        logger,
+        logLevel: 'debug',
+        ...options,
+    })
+    exitWithParent(() => client.close())
+    await client.onClientInitialized()
+    emit('ready')
+    watchValue(() => client.variableValue(opts.variable, opts.default))
+}
