@@ -30,14 +30,27 @@ func TestMetricsCatalogue(t *testing.T) {
 		t.Fatalf("stream got %q", d)
 	}
 
-	resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %s", resp.Status)
+	// The stream can get the event before the hub counts it (the per-channel counter is
+	// incremented after the fan-out): scrape until the count is there.
+	var body []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/metrics: %s", resp.Status)
+		}
+		if strings.Contains(string(body), `sse_gateway_channel_events_total{channel="vip_1"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the published event was never counted in sse_gateway_channel_events_total:\n%s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
 	if err != nil {
