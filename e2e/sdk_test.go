@@ -91,13 +91,13 @@ func TestNodeServerSDK(t *testing.T) {
 
 	p := startNode(t, client, "server-sdk.mjs", map[string]any{
 		"sdkKey": sdkKey, "cdnURL": cdn.URL, "variable": flagKey, "default": "default"})
-	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
+	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l scriptLine) bool { return l.Ev == "ready" })
 	_, at := p.waitValue(5*time.Second, 0, v0.Value)
 
 	// Fresh connection: the gateway sends the latest event on connect; the SDK holds that etag,
 	// so it must not ask the CDN again.
 	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (SDK debug log \"SSE message: ...\" naming "+v0.Etag+")",
-		func(l nodeLine) bool {
+		func(l scriptLine) bool {
 			return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, etagInLog(v0.Etag))
 		})
 	time.Sleep(quietPeriod)
@@ -112,10 +112,10 @@ func TestNodeServerSDK(t *testing.T) {
 		v := version(i)
 		cdn.setServerConfig(sdkKey, flagKey, v.Value, v.Etag, v.LastModified, host, path)
 		start := rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
-		var l nodeLine
+		var l scriptLine
 		l, at = p.wait(updateBudget, at, fmt.Sprintf("variable %s = %q after PUBLISH of etag %s (last value seen %v; CDN requests:%s)",
 			flagKey, v.Value, v.Etag, p.lastValue(), cdn.describe(cfgPath)),
-			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v.Value })
+			func(l scriptLine) bool { return l.Ev == "value" && l.Value == v.Value })
 		tm.add(l.at().Sub(start))
 		if n := cdn.count(cfgPath); n != 1+i {
 			t.Fatalf("%s: after %d config changes expected %d CDN requests, got %d:%s", client, i, 1+i, n, cdn.describe(cfgPath))
@@ -128,7 +128,7 @@ func TestNodeServerSDK(t *testing.T) {
 	again := last.LastModified.UnixMilli() + 1000
 	rs.publish(t, channel, last.Etag, again)
 	p.wait(updateBudget, at, fmt.Sprintf("SDK debug log \"SSE message: ...\" for the repeated etag %s (lastModified %d)", last.Etag, again),
-		func(l nodeLine) bool {
+		func(l scriptLine) bool {
 			return l.Ev == "log" && strings.HasPrefix(l.Msg, "SSE message:") && strings.Contains(l.Msg, strconv.FormatInt(again, 10))
 		})
 	time.Sleep(quietPeriod)
@@ -173,16 +173,16 @@ func TestJSClientSDK(t *testing.T) {
 
 	p := startNode(t, client, "client-sdk.mjs", map[string]any{
 		"sdkKey": sdkKey, "apiURL": cdn.URL, "variable": flagKey, "default": "default"})
-	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
+	p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l scriptLine) bool { return l.Ev == "ready" })
 	_, at := p.waitValue(5*time.Second, 0, v0.Value)
-	conn, _ := p.wait(5*time.Second, 0, "the SDK opening its EventSource", func(l nodeLine) bool { return l.Ev == "sse-connect" })
+	conn, _ := p.wait(5*time.Second, 0, "the SDK opening its EventSource", func(l scriptLine) bool { return l.Ev == "sse-connect" })
 	if conn.URL != sseURL {
 		t.Fatalf("%s: EventSource opened %q, want the config's sse.url %q", client, conn.URL, sseURL)
 	}
 
 	// Fresh connection: the latest event arrives on connect; the SDK holds its etag: no refetch.
 	wantID := eventID(v0.LastModified.UnixMilli(), v0.Etag)
-	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (id "+wantID+")", func(l nodeLine) bool {
+	_, at = p.wait(10*time.Second, at, "the gateway's latest event on connect (id "+wantID+")", func(l scriptLine) bool {
 		return l.Ev == "sse" && l.LastEventID == wantID
 	})
 	time.Sleep(quietPeriod)
@@ -196,10 +196,10 @@ func TestJSClientSDK(t *testing.T) {
 		v := version(i)
 		cdn.setClientConfig(sdkKey, flagKey, v.Value, v.Etag, v.LastModified, sseURL)
 		start := rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
-		var l nodeLine
+		var l scriptLine
 		l, at = p.wait(updateBudget, at, fmt.Sprintf("variable %s = %q after PUBLISH of etag %s (last value seen %v; requests:%s)",
 			flagKey, v.Value, v.Etag, p.lastValue(), cdn.describe(cfgPath)),
-			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v.Value })
+			func(l scriptLine) bool { return l.Ev == "value" && l.Value == v.Value })
 		tm.add(l.at().Sub(start))
 		reqs := cdn.requests(cfgPath)
 		if len(reqs) != 1+i {
@@ -218,7 +218,7 @@ func TestJSClientSDK(t *testing.T) {
 	again := last.LastModified.UnixMilli() + 1000
 	rs.publish(t, channel, last.Etag, again)
 	againID := eventID(again, last.Etag)
-	p.wait(updateBudget, at, "the repeated-etag event (id "+againID+")", func(l nodeLine) bool {
+	p.wait(updateBudget, at, "the repeated-etag event (id "+againID+")", func(l scriptLine) bool {
 		return l.Ev == "sse" && l.LastEventID == againID
 	})
 	time.Sleep(quietPeriod)
