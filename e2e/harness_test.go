@@ -331,10 +331,53 @@ func (g *gateway) stop() {
 	}
 }
 
+// sigterm starts a drain: it sends SIGTERM and returns at once, with a channel closed when the
+// process has exited. restart starts it again.
+func (g *gateway) sigterm() <-chan struct{} {
+	g.t.Helper()
+	g.mu.Lock()
+	cmd, exited := g.cmd, g.exited
+	g.cmd = nil
+	g.mu.Unlock()
+	if cmd == nil {
+		g.t.Fatalf("sigterm: the gateway is not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		g.t.Fatalf("sigterm: %v", err)
+	}
+	return exited
+}
+
 // restart starts the gateway again on the same address after kill or stop.
 func (g *gateway) restart() {
 	g.t.Helper()
 	g.start()
+}
+
+// drainPublishing does what a rolling restart with a config change in the middle does. A peer
+// gateway joins the same Redis (the instance that stays up); the gateway gets SIGTERM; version
+// v of channel is PUBLISHed while it drains (the peer stores it); once the gateway has exited
+// it starts again on the same address, with cfg.Extra replaced by extra, so that clients
+// configured with its address come back to it and get v on connect. It fails if the gateway had
+// exited before the PUBLISH returned.
+func (g *gateway) drainPublishing(rs *redisServer, channel string, v configVersion, extra ...string) {
+	t := g.t
+	t.Helper()
+	startGateway(t, gatewayConfig{RedisURL: g.cfg.RedisURL, KeysFile: g.cfg.KeysFile})
+	exited := g.sigterm()
+	rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
+	select {
+	case <-exited:
+		t.Fatalf("the gateway had exited before the PUBLISH during its drain returned (args %q)", g.args())
+	default:
+	}
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the gateway did not exit within 15s of SIGTERM (args %q); log:\n%s", g.args(), g.log.tail(30))
+	}
+	g.cfg.Extra = extra
+	g.restart()
 }
 
 // streamURL is the DevCycle-style stream URL for one channel.
@@ -471,10 +514,14 @@ func (s *timings) String() string {
 func (s *timings) report(t testing.TB) {
 	t.Helper()
 	t.Logf("publish -> new value, %s", s)
-	if p := os.Getenv("E2E_TIMINGS_FILE"); p != "" {
-		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err == nil {
-			fmt.Fprintln(f, s.String())
+	appendTimings(s.String())
+}
+
+// appendTimings appends a line to $E2E_TIMINGS_FILE when it is set.
+func appendTimings(line string) {
+	if path := os.Getenv("E2E_TIMINGS_FILE"); path != "" {
+		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintln(f, line)
 			f.Close()
 		}
 	}
