@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sdkDepsHint ends every failure about a missing Python or Java SDK.
+const sdkDepsHint = "run scripts/sdk-deps (pip installs e2e/python/requirements.txt into e2e/python/.venv; " +
+	"builds e2e/java and fetches its jars with Maven), then rerun"
+
+// pythonServerSDK is devcycle-python-server-sdk (version pinned in e2e/python/requirements.txt)
+// run by e2e/python/server_sdk.py. From its source (managers/config_manager.py, sse_manager.py):
+// every event is a refetch, its etag is never read, and the refetch is a GET with If-None-Match
+// = the etag it holds and If-Modified-Since = the message's lastModified; its SSE client
+// (ld_eventsource) is built for each connection, so a fresh stream sends no Last-Event-ID and
+// the gateway's newest event costs one conditional request; it logs "SSE connection created
+// successfully" per stream, "SSE keepalive received" per comment, "SSE connection error: <e>"
+// when a stream fails (then reconnects after its own 5 s, 10 s, ... backoff).
+var pythonServerSDK = serverSDK{
+	name:            "python-server-sdk",
+	start:           startPython,
+	connectRequests: 1,
+	ifModifiedSince: func(_, msg configVersion) time.Time { return msg.LastModified },
+	connected:       "SSE connection created successfully",
+	fault:           "SSE connection error",
+	heartbeat:       "DevCycle: SSE keepalive received",
+	// urllib3 reports a chunked response cut before its last chunk as "Response ended
+	// prematurely" (or "Connection broken: ..."); a frame the SDK could not handle would be a
+	// JSON, key or type error.
+	faultFromCut: func(msg string) bool {
+		return strings.Contains(msg, "Response ended prematurely") || strings.Contains(msg, "Connection broken")
+	},
+}
+
+// startPython runs e2e/python/server_sdk.py with the virtual environment's python.
+func startPython(t *testing.T, opts map[string]any) *scriptProc {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "e2e", "python")
+	python := filepath.Join(dir, ".venv", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		t.Fatalf("e2e/python/.venv: %v: %s", err, sdkDepsHint)
+	}
+	requireInstalled(t, "e2e/python/.venv", filepath.Join(dir, ".venv", ".sdk-deps-stamp"), sdkDepsHint,
+		filepath.Join(dir, "requirements.txt"))
+	arg, _ := json.Marshal(opts)
+	return startScript(t, "python-server-sdk", dir, python, "server_sdk.py", string(arg))
+}
+
+// TestPythonServerSDK: DevCycle's Python server SDK against the gateway; see testServerSDK.
+func TestPythonServerSDK(t *testing.T) { testServerSDK(t, pythonServerSDK) }
+
+// TestPythonServerSDKReadLoop: heartbeats and split frames keep its one stream and read loop
+// alive; see testServerSDKReadLoop.
+func TestPythonServerSDKReadLoop(t *testing.T) { testServerSDKReadLoop(t, pythonServerSDK) }
