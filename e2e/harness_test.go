@@ -166,7 +166,17 @@ func startRedis(t testing.TB) *redisServer {
 // "type":"refetchConfig"}. It returns the time just before the command was sent.
 func (r *redisServer) publish(t testing.TB, channel, etag string, lastModified int64) time.Time {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"etag": etag, "lastModified": lastModified, "type": "refetchConfig"})
+	return r.publishType(t, channel, etag, lastModified, "refetchConfig")
+}
+
+// publishType is publish with another "type" ("" leaves it out, as DevCycle's own messages do).
+func (r *redisServer) publishType(t testing.TB, channel, etag string, lastModified int64, typ string) time.Time {
+	t.Helper()
+	msg := map[string]any{"etag": etag, "lastModified": lastModified}
+	if typ != "" {
+		msg["type"] = typ
+	}
+	payload, _ := json.Marshal(msg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,3 +58,34 @@ func TestPythonServerSDK(t *testing.T) { testServerSDK(t, pythonServerSDK) }
 // TestPythonServerSDKReadLoop: heartbeats and split frames keep its one stream and read loop
 // alive; see testServerSDKReadLoop.
 func TestPythonServerSDKReadLoop(t *testing.T) { testServerSDKReadLoop(t, pythonServerSDK) }
+
+// TestPythonServerSDKBackoff: the Python SDK resets its reconnect backoff (5 s, doubling to
+// 300 s) only on a message whose type is exactly "refetchConfig" or "ping"
+// (config_manager.py, sse_message). When the newest event has no type (as DevCycle's own
+// messages), every stream it opens starts with that event and the delay keeps doubling across
+// closes: here two lifetime closes in a row, 5 s then 10 s.
+func TestPythonServerSDKBackoff(t *testing.T) {
+	sdk := pythonServerSDK
+	f := newSDKFixture(t, sdk.name, gatewayConfig{Heartbeat: 500 * time.Millisecond, Extra: []string{"--max-lifetime", "2s"}},
+		func(gw *gateway) string { return "http://" + gw.Addr })
+	p, at := f.startSDK(t, sdk)
+	v1 := f.version(1)
+	f.set(v1)
+	f.rs.publishType(t, f.channel, v1.Etag, v1.LastModified.UnixMilli(), "")
+	_, at = p.waitValue(updateBudget, at, v1.Value)
+	var delays []time.Duration
+	for attempt, backoff := range []string{"5.0s", "10.0s"} {
+		plan := fmt.Sprintf("attempt #%d, backoff: %s", attempt+1, backoff)
+		fault, fi := p.wait(10*time.Second, at, "its stream failing at --max-lifetime, then \""+plan+"\"",
+			func(l scriptLine) bool { return l.isLog("Attempting SSE reconnection") })
+		if !strings.Contains(fault.Msg, plan) {
+			t.Fatalf("%s: after close #%d it logged %q, want %q", sdk.name, attempt+1, fault.Msg, plan)
+		}
+		var back scriptLine
+		back, at = p.wait(20*time.Second, fi, "a reconnect (log "+sdk.connected+")", func(l scriptLine) bool { return l.isLog(sdk.connected) })
+		delays = append(delays, back.at().Sub(fault.at()).Round(100*time.Millisecond))
+	}
+	line := fmt.Sprintf("%s: newest event without type: reconnects after lifetime closes took %v", sdk.name, delays)
+	t.Log(line)
+	appendTimings(line)
+}
