@@ -505,7 +505,8 @@ type timings struct {
 
 func (s *timings) add(d time.Duration) { s.d = append(s.d, d) }
 
-// String is "name: n=5 min=.. median=.. max=..", the line copied into docs/CLIENTS.md.
+// String is "name: n=5 min=.. median=.. p95=.. max=..", the line copied into docs/CLIENTS.md
+// (p95 by nearest rank: with n=20 the 19th value).
 func (s *timings) String() string {
 	if len(s.d) == 0 {
 		return s.name + ": no samples"
@@ -517,7 +518,8 @@ func (s *timings) String() string {
 		}
 	}
 	r := func(x time.Duration) string { return x.Round(100 * time.Microsecond).String() }
-	return fmt.Sprintf("%s: n=%d min=%s median=%s max=%s", s.name, len(d), r(d[0]), r(d[len(d)/2]), r(d[len(d)-1]))
+	p95 := d[(len(d)*95+99)/100-1]
+	return fmt.Sprintf("%s: n=%d min=%s median=%s p95=%s max=%s", s.name, len(d), r(d[0]), r(d[len(d)/2]), r(p95), r(d[len(d)-1]))
 }
 
 // report logs the timing line and appends it to $E2E_TIMINGS_FILE when set.
