@@ -30,9 +30,15 @@ var javaServerSDK = serverSDK{
 	fault:           "Error reading event",
 	heartbeat:       "Received message: ",
 	// The cause follows the fault line: okhttp reading a chunked body that ends without its
-	// last chunk throws java.io.EOFException ("unexpected end of stream" when cut mid-chunk).
-	faultFromCut: func(msg string) bool {
-		return strings.Contains(msg, "EOFException") || strings.Contains(msg, "unexpected end of stream")
+	// last chunk throws java.io.EOFException ("unexpected end of stream" when cut mid-chunk);
+	// a gateway not yet back is a java.net.ConnectException.
+	networkFault: func(msg string) bool {
+		for _, s := range []string{"EOFException", "unexpected end of stream", "ConnectException"} {
+			if strings.Contains(msg, s) {
+				return true
+			}
+		}
+		return false
 	},
 }
 

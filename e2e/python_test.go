@@ -31,10 +31,16 @@ var pythonServerSDK = serverSDK{
 	fault:           "SSE connection error",
 	heartbeat:       "DevCycle: SSE keepalive received",
 	// urllib3 reports a chunked response cut before its last chunk as "Response ended
-	// prematurely" (or "Connection broken: ..."); a frame the SDK could not handle would be a
-	// JSON, key or type error.
-	faultFromCut: func(msg string) bool {
-		return strings.Contains(msg, "Response ended prematurely") || strings.Contains(msg, "Connection broken")
+	// prematurely" (or "Connection broken: ..."), a reset as "Connection aborted", a gateway
+	// not yet back as "Connection refused"; a frame the SDK could not handle would be a JSON,
+	// key or type error.
+	networkFault: func(msg string) bool {
+		for _, s := range []string{"Response ended prematurely", "Connection broken", "Connection aborted", "Connection refused"} {
+			if strings.Contains(msg, s) {
+				return true
+			}
+		}
+		return false
 	},
 }
 

@@ -25,9 +25,10 @@ type serverSDK struct {
 	// Its log: substrings of the lines for a stream opened (first or again) and for its stream
 	// failing (a drain, a lifetime close), and the whole line for a heartbeat comment read.
 	connected, fault, heartbeat string
-	// faultFromCut reports whether a fault line, followed by the next log line, says that the
-	// connection was cut (rather than that something the gateway sent could not be handled).
-	faultFromCut func(msg string) bool
+	// networkFault reports whether a fault line, followed by the next log line, says that the
+	// connection was cut, reset or refused (while the gateway restarts), rather than that
+	// something the gateway sent could not be handled.
+	networkFault func(msg string) bool
 }
 
 const (
@@ -186,8 +187,9 @@ func testServerSDK(t *testing.T, sdk serverSDK) {
 	appendTimings(summary)
 }
 
-// checkFaults fails when a fault the SDK logged between lines from and to was not the gateway
-// cutting the stream: the retry: frame that precedes a cut must not be what ended its read loop.
+// checkFaults fails when a fault the SDK logged between lines from and to was not the network's
+// (the gateway cutting the stream, or refusing connections while it restarts): the retry: frame
+// that precedes a cut must not be what ended its read loop.
 func checkFaults(t *testing.T, sdk serverSDK, p *scriptProc, from, to int) {
 	t.Helper()
 	lines := p.lines()
@@ -199,8 +201,8 @@ func checkFaults(t *testing.T, sdk serverSDK, p *scriptProc, from, to int) {
 		if i+1 < len(lines) && lines[i+1].Ev == "log" {
 			msg += "\n" + lines[i+1].Msg
 		}
-		if !sdk.faultFromCut(msg) {
-			t.Fatalf("%s: its stream failed for another reason than the gateway cutting it: %q", sdk.name, msg)
+		if !sdk.networkFault(msg) {
+			t.Fatalf("%s: its stream failed for another reason than the connection being cut or refused: %q", sdk.name, msg)
 		}
 	}
 }
