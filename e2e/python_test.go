@@ -71,6 +71,7 @@ func TestPythonServerSDKReadLoop(t *testing.T) { testServerSDKReadLoop(t, python
 // messages), every stream it opens starts with that event and the delay keeps doubling across
 // closes: here two lifetime closes in a row, 5 s then 10 s.
 func TestPythonServerSDKBackoff(t *testing.T) {
+	t.Parallel() // mostly waiting out the SDK's backoff
 	sdk := pythonServerSDK
 	f := newSDKFixture(t, sdk.name, gatewayConfig{Heartbeat: 500 * time.Millisecond, Extra: []string{"--max-lifetime", "2s"}},
 		func(gw *gateway) string { return "http://" + gw.Addr })

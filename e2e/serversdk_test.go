@@ -212,6 +212,7 @@ func checkFaults(t *testing.T, sdk serverSDK, p *scriptProc, from, to int) {
 // end the SDK's read loop nor its stream: the proxy relays one stream from start to end, the
 // SDK logs no fault, it reads the heartbeats, and every publish makes it serve the new value.
 func testServerSDKReadLoop(t *testing.T, sdk serverSDK) {
+	t.Parallel() // mostly waiting; it records no timings
 	var proxy *splitProxy
 	f := newSDKFixture(t, sdk.name, gatewayConfig{Heartbeat: 200 * time.Millisecond}, func(gw *gateway) string {
 		proxy = startSplitProxy(t, gw)
