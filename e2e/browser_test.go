@@ -283,8 +283,9 @@ func TestBrowserEventSource(t *testing.T) {
 	drained := version(flips + 2)
 	gw.drainPublishing(rs, channel, drained)
 	drainedID := eventID(drained.LastModified.UnixMilli(), drained.Etag)
-	_, failed := waitEntry(10*time.Second, at, "an error event on the drain", func(e pageEntry) bool { return e.Kind == "error" })
-	waitEntry(20*time.Second, failed, "the EventSource open again after the drain", func(e pageEntry) bool { return e.Kind == "open" })
+	fault, failed := waitEntry(10*time.Second, at, "an error event on the drain", func(e pageEntry) bool { return e.Kind == "error" })
+	back, _ := waitEntry(20*time.Second, failed, "the EventSource open again after the drain", func(e pageEntry) bool { return e.Kind == "open" })
+	logReconnect(t, client, time.Duration((back.T-fault.T)*float64(time.Millisecond)))
 	_, at = waitEntry(20*time.Second, at, "message id "+drainedID+" (published during the drain)",
 		func(e pageEntry) bool { return e.Kind == "message" && e.ID == drainedID })
 	next := version(flips + 3)

@@ -365,7 +365,9 @@ idleLoop:
 			}
 			return false
 		})
-		t.Logf("%s: reconnected %v after SIGTERM, with Last-Event-ID %q", c.name, back.At.Sub(drainStart).Round(time.Millisecond), back.LastEventID)
+		line := fmt.Sprintf("%s: drain -> reconnected %v after SIGTERM, with Last-Event-ID %q", c.name, back.At.Sub(drainStart).Round(100*time.Millisecond), back.LastEventID)
+		t.Log(line)
+		appendTimings(line)
 	}
 	next := version(flips + 4)
 	rs.publish(t, channel, next.Etag, next.LastModified.UnixMilli())

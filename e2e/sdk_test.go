@@ -147,17 +147,27 @@ func TestNodeServerSDK(t *testing.T) {
 	set(vd)
 	from := len(p.lines())
 	gw.drainPublishing(rs, channel, vd, drain...)
-	_, failed := p.wait(10*time.Second, from, "its stream failing on the drain (log \"SSE connection error, switching to polling\")",
+	fault, failed := p.wait(10*time.Second, from, "its stream failing on the drain (log \"SSE connection error, switching to polling\")",
 		func(l scriptLine) bool { return l.isLog("SSE connection error, switching to polling") })
 	_, at = p.waitValue(20*time.Second, at, vd.Value)
-	_, reopened := p.wait(20*time.Second, failed, "its stream reopened after the drain (log \"SSE connection opened\")",
+	back, reopened := p.wait(20*time.Second, failed, "its stream reopened after the drain (log \"SSE connection opened\")",
 		func(l scriptLine) bool { return l.isLog("SSE connection opened") })
+	logReconnect(t, client, back.at().Sub(fault.at()))
 	va := version(flips + 3)
 	set(va)
 	rs.publish(t, channel, va.Etag, va.LastModified.UnixMilli())
 	p.wait(updateBudget, reopened, "the next version over its reopened stream (SDK debug log \"SSE message: ...\" naming "+va.Etag+")",
 		func(l scriptLine) bool { return isSSEMessage(l, etagInLog(va.Etag)) })
 	p.waitValue(updateBudget, at, va.Value)
+}
+
+// logReconnect logs (and appends to $E2E_TIMINGS_FILE) how long a client took from its stream
+// failing on a drain to its next stream opening, for docs/CLIENTS.md.
+func logReconnect(t *testing.T, client string, d time.Duration) {
+	t.Helper()
+	line := fmt.Sprintf("%s: drain -> stream open again after %v", client, d.Round(100*time.Millisecond))
+	t.Log(line)
+	appendTimings(line)
 }
 
 // isSSEMessage reports whether l is the Node server SDK's debug log of a stream message
@@ -281,8 +291,9 @@ func TestJSClientSDK(t *testing.T) {
 	set(vd)
 	from := len(p.lines())
 	gw.drainPublishing(rs, channel, vd, drain...)
-	_, failed := p.wait(10*time.Second, from, "an EventSource error on the drain", func(l scriptLine) bool { return l.Ev == "sse-error" })
-	p.wait(20*time.Second, failed, "its EventSource open again after the drain", func(l scriptLine) bool { return l.Ev == "sse-open" })
+	fault, failed := p.wait(10*time.Second, from, "an EventSource error on the drain", func(l scriptLine) bool { return l.Ev == "sse-error" })
+	back, _ := p.wait(20*time.Second, failed, "its EventSource open again after the drain", func(l scriptLine) bool { return l.Ev == "sse-open" })
+	logReconnect(t, client, back.at().Sub(fault.at()))
 	_, at = p.waitValue(20*time.Second, at, vd.Value)
 	publishFetched(version(flips+3), cdn.count(cfgPath)+1)
 }
