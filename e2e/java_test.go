@@ -32,14 +32,7 @@ var javaServerSDK = serverSDK{
 	// The cause follows the fault line: okhttp reading a chunked body that ends without its
 	// last chunk throws java.io.EOFException ("unexpected end of stream" when cut mid-chunk);
 	// a gateway not yet back is a java.net.ConnectException.
-	networkFault: func(msg string) bool {
-		for _, s := range []string{"EOFException", "unexpected end of stream", "ConnectException"} {
-			if strings.Contains(msg, s) {
-				return true
-			}
-		}
-		return false
-	},
+	networkFaults: []string{"EOFException", "unexpected end of stream", "ConnectException"},
 }
 
 // startJava runs the driver compiled by scripts/sdk-deps, with the jars Maven fetched.
