@@ -153,8 +153,8 @@ func testServerSDK(t *testing.T, sdk serverSDK) {
 	from := len(p.lines())
 	drainStart := time.Now()
 	f.gw.drainPublishing(f.rs, f.channel, vd, append(drain, "--max-lifetime", "4s", "--heartbeat", "1s")...)
-	_, at = p.waitValue(45*time.Second, at, vd.Value)
-	drained := time.Since(drainStart)
+	newest, at := p.waitValue(45*time.Second, at, vd.Value)
+	drained := newest.at().Sub(drainStart)
 	fault, fi := p.wait(5*time.Second, from, "its stream failing on the drain (log "+sdk.fault+")",
 		func(l scriptLine) bool { return l.isLog(sdk.fault) })
 	back, bi := p.wait(30*time.Second, fi, "a reconnect after the drain (log "+sdk.connected+")",
