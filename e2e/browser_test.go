@@ -275,6 +275,24 @@ func TestBrowserEventSource(t *testing.T) {
 	if n := countMessages(readLog(), lastID); n != 1 {
 		t.Fatalf("%s: event %s arrived %d times; after a resume with Last-Event-ID it must not be replayed; %s", client, lastID, n, describe())
 	}
+
+	// Drain (SIGTERM) with a version published during it: the gateway ends the stream with a
+	// retry: and a cut; the browser reconnects by itself to the restarted gateway and ends at
+	// that version, and its new connection carries the next one.
+	_, at = waitEntry(5*time.Second, 0, "message id "+awayID, func(e pageEntry) bool { return e.Kind == "message" && e.ID == awayID })
+	drained := version(flips + 2)
+	gw.drainPublishing(rs, channel, drained)
+	drainedID := eventID(drained.LastModified.UnixMilli(), drained.Etag)
+	fault, failed := waitEntry(10*time.Second, at, "an error event on the drain", func(e pageEntry) bool { return e.Kind == "error" })
+	back, _ := waitEntry(20*time.Second, failed, "the EventSource open again after the drain", func(e pageEntry) bool { return e.Kind == "open" })
+	logReconnect(t, client, time.Duration((back.T-fault.T)*float64(time.Millisecond)))
+	_, at = waitEntry(20*time.Second, at, "message id "+drainedID+" (published during the drain)",
+		func(e pageEntry) bool { return e.Kind == "message" && e.ID == drainedID })
+	next := version(flips + 3)
+	rs.publish(t, channel, next.Etag, next.LastModified.UnixMilli())
+	nextID := eventID(next.LastModified.UnixMilli(), next.Etag)
+	waitEntry(updateBudget, at, "message id "+nextID+" over the reconnected stream",
+		func(e pageEntry) bool { return e.Kind == "message" && e.ID == nextID })
 }
 
 func countMessages(entries []pageEntry, id string) int {

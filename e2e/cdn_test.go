@@ -39,7 +39,9 @@ type cdnRequest struct {
 	Path        string
 	Query       url.Values
 	IfNoneMatch string
-	Status      int
+	// IfModifiedSince is the header as sent (the stand-in answers by ETag only).
+	IfModifiedSince string
+	Status          int
 }
 
 func (r cdnRequest) String() string {
@@ -49,6 +51,9 @@ func (r cdnRequest) String() string {
 	}
 	if r.IfNoneMatch != "" {
 		s += " If-None-Match:" + r.IfNoneMatch
+	}
+	if r.IfModifiedSince != "" {
+		s += " If-Modified-Since:" + r.IfModifiedSince
 	}
 	return fmt.Sprintf("%s -> %d", s, r.Status)
 }
@@ -64,7 +69,7 @@ func startCDN(t testing.TB) *cdn {
 
 func (c *cdn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := cdnRequest{At: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(),
-		IfNoneMatch: r.Header.Get("If-None-Match")}
+		IfNoneMatch: r.Header.Get("If-None-Match"), IfModifiedSince: r.Header.Get("If-Modified-Since")}
 	defer func() {
 		c.mu.Lock()
 		c.reqs = append(c.reqs, rec)
@@ -122,6 +127,20 @@ func (c *cdn) requests(prefix string) []cdnRequest {
 
 // count is len(requests(prefix)).
 func (c *cdn) count(prefix string) int { return len(c.requests(prefix)) }
+
+// statuses counts the requests under prefix answered 200 (a config downloaded) and 304 (a
+// conditional request for the config the client holds).
+func (c *cdn) statuses(prefix string) (ok, notModified int) {
+	for _, r := range c.requests(prefix) {
+		switch r.Status {
+		case http.StatusOK:
+			ok++
+		case http.StatusNotModified:
+			notModified++
+		}
+	}
+	return ok, notModified
+}
 
 // describe lists the requests under prefix, for failure messages.
 func (c *cdn) describe(prefix string) string {

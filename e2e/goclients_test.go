@@ -24,6 +24,7 @@ type goEvent struct {
 
 // goRequest is one connection attempt a Go client made, seen by its http.Client's transport.
 type goRequest struct {
+	At          time.Time
 	LastEventID string
 	Status      int // 0 when the request failed (connection refused while the gateway was down)
 }
@@ -58,7 +59,7 @@ func (c *goClient) String() string {
 	for _, e := range events {
 		fmt.Fprintf(&b, "\n  %s id=%q event=%q data=%.160q", e.At.Format("15:04:05.000"), e.ID, e.Event, e.Data)
 	}
-	fmt.Fprintf(&b, "\n  connection attempts (Last-Event-ID, status): %v", reqs)
+	fmt.Fprintf(&b, "\n  connection attempts (time, Last-Event-ID, status): %v", reqs)
 	if len(errs) > 0 {
 		fmt.Fprintf(&b, "\n  errors: %v", errs)
 	}
@@ -91,7 +92,7 @@ func (c *goClient) dataEvents() int {
 // transport records every connection attempt and its Last-Event-ID header.
 func (c *goClient) transport() http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		r := goRequest{LastEventID: req.Header.Get("Last-Event-ID")}
+		r := goRequest{At: time.Now(), LastEventID: req.Header.Get("Last-Event-ID")}
 		resp, err := http.DefaultTransport.RoundTrip(req)
 		if err == nil {
 			r.Status = resp.StatusCode
@@ -329,10 +330,46 @@ idleLoop:
 			return false
 		})
 	}
-	time.Sleep(quietPeriod)
+	// A new version marks the moment: a replay would have come before it on the stream.
+	marker := version(flips + 2)
+	rs.publish(t, channel, marker.Etag, marker.LastModified.UnixMilli())
+	awaitEvent(updateBudget, marker, time.Time{}, nil)
 	for _, c := range clients {
-		if n := c.dataEvents(); n != flips+1 {
-			t.Fatalf("%s: %d events with data, want %d: a resume with the latest Last-Event-ID must not replay it; %s", c.name, n, flips+1, c)
+		if n := c.dataEvents(); n != flips+2 {
+			t.Fatalf("%s: %d events with data, want %d: a resume with the latest Last-Event-ID must not replay it; %s", c.name, n, flips+2, c)
 		}
 	}
+
+	// Drain (SIGTERM): the gateway ends each stream with a retry: and a cut, not a clean end,
+	// so both libraries reconnect (to the restarted gateway), get the version published during
+	// the drain if they had not yet, and the next one over the new connection.
+	for _, c := range clients {
+		_, reqs, _ := c.snapshot()
+		reqsBefore[c] = len(reqs)
+	}
+	drained := version(flips + 3)
+	drainStart := time.Now()
+	gw.drainPublishing(rs, channel, drained)
+	awaitEvent(15*time.Second, drained, time.Time{}, nil)
+	for _, c := range clients {
+		var back goRequest
+		waitFor(t, 15*time.Second, func() string {
+			return fmt.Sprintf("%s: expected a reconnect (a 200 after the drain); %s", c.name, c)
+		}, func() bool {
+			_, reqs, _ := c.snapshot()
+			for i := reqsBefore[c]; i < len(reqs); i++ {
+				if reqs[i].Status == 200 {
+					back = reqs[i]
+					return true
+				}
+			}
+			return false
+		})
+		line := fmt.Sprintf("%s: drain -> reconnected %v after SIGTERM, with Last-Event-ID %q", c.name, back.At.Sub(drainStart).Round(100*time.Millisecond), back.LastEventID)
+		t.Log(line)
+		appendTimings(line)
+	}
+	next := version(flips + 4)
+	rs.publish(t, channel, next.Etag, next.LastModified.UnixMilli())
+	awaitEvent(updateBudget, next, time.Time{}, nil)
 }

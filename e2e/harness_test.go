@@ -166,7 +166,17 @@ func startRedis(t testing.TB) *redisServer {
 // "type":"refetchConfig"}. It returns the time just before the command was sent.
 func (r *redisServer) publish(t testing.TB, channel, etag string, lastModified int64) time.Time {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"etag": etag, "lastModified": lastModified, "type": "refetchConfig"})
+	return r.publishType(t, channel, etag, lastModified, "refetchConfig")
+}
+
+// publishType is publish with another "type" ("" leaves it out, as DevCycle's own messages do).
+func (r *redisServer) publishType(t testing.TB, channel, etag string, lastModified int64, typ string) time.Time {
+	t.Helper()
+	msg := map[string]any{"etag": etag, "lastModified": lastModified}
+	if typ != "" {
+		msg["type"] = typ
+	}
+	payload, _ := json.Marshal(msg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -331,10 +341,53 @@ func (g *gateway) stop() {
 	}
 }
 
+// sigterm starts a drain: it sends SIGTERM and returns at once, with a channel closed when the
+// process has exited. restart starts it again.
+func (g *gateway) sigterm() <-chan struct{} {
+	g.t.Helper()
+	g.mu.Lock()
+	cmd, exited := g.cmd, g.exited
+	g.cmd = nil
+	g.mu.Unlock()
+	if cmd == nil {
+		g.t.Fatalf("sigterm: the gateway is not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		g.t.Fatalf("sigterm: %v", err)
+	}
+	return exited
+}
+
 // restart starts the gateway again on the same address after kill or stop.
 func (g *gateway) restart() {
 	g.t.Helper()
 	g.start()
+}
+
+// drainPublishing does what a rolling restart with a config change in the middle does. A peer
+// gateway joins the same Redis (the instance that stays up); the gateway gets SIGTERM; version
+// v of channel is PUBLISHed while it drains (the peer stores it); once the gateway has exited
+// it starts again on the same address, with cfg.Extra replaced by extra, so that clients
+// configured with its address come back to it and get v on connect. It fails if the gateway had
+// exited before the PUBLISH returned.
+func (g *gateway) drainPublishing(rs *redisServer, channel string, v configVersion, extra ...string) {
+	t := g.t
+	t.Helper()
+	startGateway(t, gatewayConfig{RedisURL: g.cfg.RedisURL, KeysFile: g.cfg.KeysFile})
+	exited := g.sigterm()
+	rs.publish(t, channel, v.Etag, v.LastModified.UnixMilli())
+	select {
+	case <-exited:
+		t.Fatalf("the gateway had exited before the PUBLISH during its drain returned (args %q)", g.args())
+	default:
+	}
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the gateway did not exit within 15s of SIGTERM (args %q); log:\n%s", g.args(), g.log.tail(30))
+	}
+	g.cfg.Extra = extra
+	g.restart()
 }
 
 // streamURL is the DevCycle-style stream URL for one channel.
@@ -452,7 +505,8 @@ type timings struct {
 
 func (s *timings) add(d time.Duration) { s.d = append(s.d, d) }
 
-// String is "name: n=5 min=.. median=.. max=..", the line copied into docs/CLIENTS.md.
+// String is "name: n=5 min=.. median=.. p95=.. max=..", the line copied into docs/CLIENTS.md
+// (p95 by nearest rank: with n=20 the 19th value).
 func (s *timings) String() string {
 	if len(s.d) == 0 {
 		return s.name + ": no samples"
@@ -464,17 +518,22 @@ func (s *timings) String() string {
 		}
 	}
 	r := func(x time.Duration) string { return x.Round(100 * time.Microsecond).String() }
-	return fmt.Sprintf("%s: n=%d min=%s median=%s max=%s", s.name, len(d), r(d[0]), r(d[len(d)/2]), r(d[len(d)-1]))
+	p95 := d[(len(d)*95+99)/100-1]
+	return fmt.Sprintf("%s: n=%d min=%s median=%s p95=%s max=%s", s.name, len(d), r(d[0]), r(d[len(d)/2]), r(p95), r(d[len(d)-1]))
 }
 
 // report logs the timing line and appends it to $E2E_TIMINGS_FILE when set.
 func (s *timings) report(t testing.TB) {
 	t.Helper()
 	t.Logf("publish -> new value, %s", s)
-	if p := os.Getenv("E2E_TIMINGS_FILE"); p != "" {
-		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err == nil {
-			fmt.Fprintln(f, s.String())
+	appendTimings(s.String())
+}
+
+// appendTimings appends a line to $E2E_TIMINGS_FILE when it is set.
+func appendTimings(line string) {
+	if path := os.Getenv("E2E_TIMINGS_FILE"); path != "" {
+		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintln(f, line)
 			f.Close()
 		}
 	}

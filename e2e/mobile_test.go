@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -132,18 +131,18 @@ func TestReactNativeSDK(t *testing.T) {
 		awaitLatestStored(t, g.a, g.channel, g.key, v0)
 		p := startNode(t, run.name, run.script, map[string]any{
 			"sdkKey": run.sdkKey, "apiURL": cdn.URL, "variable": flagKey, "default": "default"})
-		p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l nodeLine) bool { return l.Ev == "ready" })
-		_, at := p.wait(10*time.Second, 0, "the latest event on connect", func(l nodeLine) bool {
+		p.wait(20*time.Second, 0, "initialization ({\"ev\":\"ready\"})", func(l scriptLine) bool { return l.Ev == "ready" })
+		_, at := p.wait(10*time.Second, 0, "the latest event on connect", func(l scriptLine) bool {
 			return l.Ev == "sse" && l.LastEventID == eventID(v0.LastModified.UnixMilli(), v0.Etag)
 		})
 
 		// A's lifetime ends the stream; a version is published while the app is disconnected.
 		_, at = p.wait(mobileLifetime+5*time.Second, at, "the stream to end (A's --max-lifetime "+mobileLifetime.String()+")",
-			func(l nodeLine) bool { return l.Ev == "sse-error" || l.Ev == "sse-close" })
+			func(l scriptLine) bool { return l.Ev == "sse-error" || l.Ev == "sse-close" })
 		closed := time.Now()
 		v1 := publish(1)
 		_, at = p.wait(reconnectBudget, at, fmt.Sprintf("value %q after A's lifetime close (tap: %+v)", v1.Value, g.tap.streams()),
-			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v1.Value })
+			func(l scriptLine) bool { return l.Ev == "value" && l.Value == v1.Value })
 		lifetimeTook := time.Since(closed)
 
 		// A drains (SIGTERM); B takes over behind the tap.
@@ -151,7 +150,7 @@ func TestReactNativeSDK(t *testing.T) {
 		g.a.stop()
 		v2 := publish(2)
 		p.wait(reconnectBudget, at, fmt.Sprintf("value %q after A's drain (tap: %+v)", v2.Value, g.tap.streams()),
-			func(l nodeLine) bool { return l.Ev == "value" && l.Value == v2.Value })
+			func(l scriptLine) bool { return l.Ev == "value" && l.Value == v2.Value })
 		drainTook := time.Since(drained)
 		// react-native-sse waits exactly the retry: value.
 		summary := checkReconnects(t, run.name, g, 1, 3*time.Second)
@@ -210,12 +209,12 @@ func TestAndroidEventSource(t *testing.T) {
 		start := g.rs.publish(t, g.channel, v.Etag, v.LastModified.UnixMilli())
 		return v, eventID(v.LastModified.UnixMilli(), v.Etag), start
 	}
-	var p *nodeProc
+	var p *scriptProc
 	// message waits for the event with version v and checks its envelope.
-	message := func(from int, v configVersion, id, what string) (nodeLine, int) {
+	message := func(from int, v configVersion, id, what string) (scriptLine, int) {
 		t.Helper()
 		m, at := p.wait(reconnectBudget, from, fmt.Sprintf("the event %s %s (tap: %+v)", id, what, g.tap.streams()),
-			func(l nodeLine) bool { return l.Ev == "message" && l.ID == id })
+			func(l scriptLine) bool { return l.Ev == "message" && l.ID == id })
 		if m.Event != "message" {
 			t.Errorf("%s: event name %q, want \"message\"", client, m.Event)
 		}
@@ -231,8 +230,7 @@ func TestAndroidEventSource(t *testing.T) {
 	}
 	v0, id0, _ := publish(0)
 	awaitLatestStored(t, g.a, g.channel, g.key, v0)
-	cmd := exec.Command("java", "-cp", cp, "e2e.AndroidTransport", g.url)
-	p = startClientProc(t, client, cmd)
+	p = startScript(t, client, "", "java", "-cp", cp, "e2e.AndroidTransport", g.url)
 	_, at := message(0, v0, id0, "on connect")
 
 	v1, id1, start := publish(1)
@@ -241,7 +239,7 @@ func TestAndroidEventSource(t *testing.T) {
 
 	// A's lifetime close: the library reports it, with the base delay retry: set.
 	closed, at := p.wait(mobileLifetime+5*time.Second, at, "the stream to end (A's --max-lifetime)",
-		func(l nodeLine) bool { return l.Ev == "closed" })
+		func(l scriptLine) bool { return l.Ev == "closed" })
 	if closed.LastEventID != id1 {
 		t.Errorf("%s: after the close it holds Last-Event-ID %q, want %q", client, closed.LastEventID, id1)
 	}
