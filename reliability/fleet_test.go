@@ -106,33 +106,58 @@ func publishThrough(t testing.TB, redisURL string, channels []string, etag strin
 }
 
 // tryPublishThrough is publishThrough returning its failure; it may run off the test's
-// goroutine.
+// goroutine. The channels are published concurrently, each by its own retry loop, as a
+// config service publishes independent environments; it returns when the last succeeded.
 func tryPublishThrough(t testing.TB, redisURL string, channels []string, etag string, lm int64, within time.Duration) (time.Time, error) {
 	bin := gatewayBinary(t)
 	deadline := time.Now().Add(within)
-	var last string
-	attempts := 0
+	type result struct {
+		attempts int
+		last     string
+		err      error
+	}
+	results := make(chan result, len(channels))
 	for _, ch := range channels {
-		for {
-			attempts++
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			cmd := exec.CommandContext(ctx, bin, "publish", "--redis-url", redisURL,
-				"--channel", ch, "--etag", etag, "--last-modified", itoa(lm))
-			cmd.Env = childEnv()
-			out, err := cmd.CombinedOutput()
-			cancel()
-			if err == nil {
-				// "published", or "not published" when an attempt that timed out on our
-				// side had stored it already: either way the version is the newest.
-				break
+		go func() {
+			var res result
+			for {
+				res.attempts++
+				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				cmd := exec.CommandContext(ctx, bin, "publish", "--redis-url", redisURL,
+					"--channel", ch, "--etag", etag, "--last-modified", itoa(lm))
+				cmd.Env = childEnv()
+				out, err := cmd.CombinedOutput()
+				cancel()
+				if err == nil {
+					// "published", or "not published" when an attempt that timed out on
+					// our side had stored it already: either way the version is the newest.
+					break
+				}
+				res.last = fmt.Sprintf("%v: %s", err, strings.TrimSpace(string(out)))
+				if time.Now().After(deadline) {
+					res.err = fmt.Errorf("publishing %s@%d on %s did not succeed within %v (%d attempts); last: %s", etag, lm, ch, within, res.attempts, res.last)
+					break
+				}
 			}
-			last = fmt.Sprintf("%v: %s", err, strings.TrimSpace(string(out)))
-			if time.Now().After(deadline) {
-				return time.Time{}, fmt.Errorf("publishing %s@%d on %s did not succeed within %v (%d attempts); last: %s", etag, lm, ch, within, attempts, last)
-			}
+			results <- res
+		}()
+	}
+	attempts, last := 0, ""
+	var firstErr error
+	for range channels {
+		res := <-results
+		attempts += res.attempts
+		if res.last != "" {
+			last = res.last
+		}
+		if firstErr == nil {
+			firstErr = res.err
 		}
 	}
-	t.Logf("published %s@%d on %d channels in %d attempts; last failure: %s", etag, lm, len(channels), attempts, last)
+	if firstErr != nil {
+		return time.Time{}, firstErr
+	}
+	t.Logf("published %s@%d on %d channels in %d attempts; a last failure: %s", etag, lm, len(channels), attempts, last)
 	return time.Now(), nil
 }
 
