@@ -15,8 +15,15 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
-// topologyTimeout bounds one CLUSTER NODES round trip while the subscriber looks for a node.
-const topologyTimeout = 2 * time.Second
+const (
+	// topologyTimeout bounds one CLUSTER NODES round trip while the subscriber looks for a
+	// node: short, as the next node is tried after it.
+	topologyTimeout = time.Second
+	// suspectFor is how long a node that failed a request is avoided when choosing where to
+	// subscribe or probe. A frozen node still looks healthy in CLUSTER NODES until the
+	// cluster's node timeout passes; meanwhile every request to it waits out a timeout.
+	suspectFor = 10 * time.Second
+)
 
 // clusterView is the subscriber's picture of a Redis Cluster: which nodes are healthy
 // masters, and a client per node it talks to directly (its subscription, its probes). The
@@ -26,9 +33,10 @@ const topologyTimeout = 2 * time.Second
 type clusterView struct {
 	cc *redis.ClusterClient
 
-	mu      sync.Mutex
-	nodes   []clusterNode            // guarded by mu: the last CLUSTER NODES answer
-	clients map[string]*redis.Client // guarded by mu: per node address, closed by close
+	mu       sync.Mutex
+	nodes    []clusterNode            // guarded by mu: the last CLUSTER NODES answer
+	clients  map[string]*redis.Client // guarded by mu: per node address, closed by close
+	suspects map[string]time.Time     // guarded by mu: nodes to avoid, until when
 }
 
 // clusterNode is one line of CLUSTER NODES.
@@ -40,7 +48,7 @@ type clusterNode struct {
 }
 
 func newClusterView(cc *redis.ClusterClient) *clusterView {
-	return &clusterView{cc: cc, clients: make(map[string]*redis.Client)}
+	return &clusterView{cc: cc, clients: make(map[string]*redis.Client), suspects: make(map[string]time.Time)}
 }
 
 // client returns the client for the node at addr, creating it on first use.
@@ -65,28 +73,58 @@ func (v *clusterView) close() {
 	}
 }
 
-// refresh asks the cluster for its nodes: first the healthy nodes of the last answer, then
-// the seed addresses, until one answers. It also asks go-redis to reload its slot map, so
-// that commands follow the same change.
+// suspect records that the node at addr failed a request: it is avoided for a while.
+func (v *clusterView) suspect(addr string) {
+	if addr == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.suspects[addr] = time.Now().Add(suspectFor)
+}
+
+// suspectedLocked reports whether addr is to be avoided now, forgetting it once its time is up.
+func (v *clusterView) suspectedLocked(addr string, now time.Time) bool {
+	until, ok := v.suspects[addr]
+	if ok && !now.Before(until) {
+		delete(v.suspects, addr)
+		return false
+	}
+	return ok
+}
+
+// refresh asks the cluster for its nodes: the healthy nodes of the last answer, then the
+// seed addresses, each in random order and suspects last, until one answers. It also asks
+// go-redis to reload its slot map, so that commands follow the same change.
 func (v *clusterView) refresh(ctx context.Context) error {
 	v.cc.ReloadState(ctx)
-	v.mu.Lock()
-	var try []string
+	now := time.Now()
+	var try, later []string
 	seen := map[string]bool{}
-	for _, n := range v.nodes {
-		if n.healthy && !seen[n.addr] {
-			try, seen[n.addr] = append(try, n.addr), true
+	add := func(addr string) {
+		if seen[addr] {
+			return
+		}
+		seen[addr] = true
+		if v.suspectedLocked(addr, now) {
+			later = append(later, addr)
+		} else {
+			try = append(try, addr)
 		}
 	}
-	v.mu.Unlock()
+	v.mu.Lock()
+	for _, i := range rand.Perm(len(v.nodes)) {
+		if v.nodes[i].healthy {
+			add(v.nodes[i].addr)
+		}
+	}
 	seeds := v.cc.Options().Addrs
 	for _, i := range rand.Perm(len(seeds)) {
-		if !seen[seeds[i]] {
-			try, seen[seeds[i]] = append(try, seeds[i]), true
-		}
+		add(seeds[i])
 	}
+	v.mu.Unlock()
 	var lastErr error
-	for _, addr := range try {
+	for _, addr := range append(try, later...) {
 		cctx, cancel := context.WithTimeout(ctx, topologyTimeout)
 		s, err := v.client(addr).ClusterNodes(cctx).Result()
 		cancel()
@@ -95,6 +133,7 @@ func (v *clusterView) refresh(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			v.suspect(addr)
 			continue
 		}
 		nodes, err := parseClusterNodes(s, addr)
@@ -114,27 +153,33 @@ func (v *clusterView) refresh(ctx context.Context) error {
 }
 
 // pickMaster returns the address of a healthy master serving slots, chosen at random so that
-// a fleet spreads its subscriptions, avoiding avoid unless it is the only one.
+// a fleet spreads its subscriptions: one that is neither avoid nor suspected if there is
+// one, else one that is not avoid, else any.
 func (v *clusterView) pickMaster(avoid string) (string, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	var cands []string
+	now := time.Now()
+	var best, other, any []string
 	for _, n := range v.nodes {
-		if n.master && n.healthy && len(n.slots) > 0 && n.addr != avoid {
-			cands = append(cands, n.addr)
+		if !n.master || !n.healthy || len(n.slots) == 0 {
+			continue
+		}
+		any = append(any, n.addr)
+		if n.addr == avoid {
+			continue
+		}
+		if v.suspectedLocked(n.addr, now) {
+			other = append(other, n.addr)
+		} else {
+			best = append(best, n.addr)
 		}
 	}
-	if len(cands) == 0 {
-		for _, n := range v.nodes {
-			if n.master && n.healthy && len(n.slots) > 0 {
-				cands = append(cands, n.addr)
-			}
+	for _, cands := range [][]string{best, other, any} {
+		if len(cands) > 0 {
+			return cands[rand.IntN(len(cands))], true
 		}
 	}
-	if len(cands) == 0 {
-		return "", false
-	}
-	return cands[rand.IntN(len(cands))], true
+	return "", false
 }
 
 // parseClusterNodes reads CLUSTER NODES. from is the address the answer came from: a node

@@ -46,8 +46,13 @@ const (
 	storeTimeout = 5 * time.Second
 	// pruneInterval is how often lastSeen forgets channels that lost their subscribers.
 	pruneInterval = time.Minute
-	// probeTimeouts is how many probe intervals without a probe declare the subscription dead.
+	// probeTimeouts is how many probe intervals a published probe may take to come back
+	// before the subscription is declared dead.
 	probeTimeouts = 3
+	// unprovenTimeouts is how many probe intervals the subscription may go without hearing
+	// anything, while no probe could even be published (Redis unreachable), before it is
+	// replaced and the instance is not ready.
+	unprovenTimeouts = 5 * probeTimeouts
 	// latestTimeout bounds one store lookup shared by every caller waiting for it, whatever
 	// their own deadlines.
 	latestTimeout = 5 * time.Second
@@ -88,10 +93,16 @@ type Redis struct {
 	// interrupted), hence the generations. lastHeard (nanoseconds since epoch) is set by the
 	// read loop whenever anything arrives on the subscription: the confirmation, an event,
 	// any probe. The instance's own probe makes sure something arrives every interval.
-	sessions  atomic.Uint64
-	liveGen   atomic.Uint64
-	syncedGen atomic.Uint64
-	lastHeard atomic.Int64
+	// unanswered (nanoseconds since epoch; 0: none) is when the oldest probe that was
+	// published and has not been answered by anything arriving since was sent: set by the
+	// probe loop, cleared by the read loop. Only a probe that was really published proves a
+	// silent subscription dead; one that could not be published (its node failing) proves
+	// nothing, and replacing a working subscription for it would lose events.
+	sessions   atomic.Uint64
+	liveGen    atomic.Uint64
+	syncedGen  atomic.Uint64
+	lastHeard  atomic.Int64
+	unanswered atomic.Int64
 
 	probeNow chan struct{} // read loop -> probe loop: probe at once (new subscription)
 	running  atomic.Bool   // Run was called
@@ -162,21 +173,50 @@ func escapeGlob(s string) string {
 }
 
 // Ready reports whether the subscription is confirmed on a live connection, the resync
-// after it is done, and something (at least this instance's own probe) arrived on the
-// subscription within the last three probe intervals.
+// after it is done, and it is not silent (see silent).
 func (r *Redis) Ready() bool {
 	live := r.liveGen.Load()
 	if live == 0 || r.syncedGen.Load() != live {
 		return false
 	}
-	return r.sinceHeard() <= probeTimeouts*r.cfg.ProbeInterval
+	return r.silent() == ""
 }
 
-func (r *Redis) sinceHeard() time.Duration {
-	return time.Since(r.epoch) - time.Duration(r.lastHeard.Load())
+// silent says why the subscription is to be taken for dead, or "": a published probe has
+// not come back for probeTimeouts intervals, or nothing at all arrived for unprovenTimeouts
+// intervals (no probe could be published meanwhile).
+func (r *Redis) silent() string {
+	now := r.now()
+	if u := r.unanswered.Load(); u != 0 && time.Duration(now-u) > probeTimeouts*r.cfg.ProbeInterval {
+		return fmt.Sprintf("a probe published %v ago has not come back", time.Duration(now-u).Round(time.Millisecond))
+	}
+	if since := time.Duration(now - r.lastHeard.Load()); since > unprovenTimeouts*r.cfg.ProbeInterval {
+		return fmt.Sprintf("nothing arrived for %v and no probe could be published", since.Round(time.Millisecond))
+	}
+	return ""
 }
 
-func (r *Redis) markHeard() { r.lastHeard.Store(int64(time.Since(r.epoch))) }
+// now is the time since epoch, on the monotonic clock.
+func (r *Redis) now() int64 { return int64(time.Since(r.epoch)) }
+
+// markHeard records that something arrived on the subscription: every probe published
+// before now is answered. (Stored before the check, as probeSent stores before its own:
+// whichever runs second sees the other's write.)
+func (r *Redis) markHeard() {
+	now := r.now()
+	r.lastHeard.Store(now)
+	if u := r.unanswered.Load(); u != 0 && u <= now {
+		r.unanswered.CompareAndSwap(u, 0)
+	}
+}
+
+// probeSent records a probe published at sent (time since epoch): it is unanswered unless
+// something arrived since.
+func (r *Redis) probeSent(sent int64) {
+	if r.unanswered.CompareAndSwap(0, sent) && r.lastHeard.Load() >= sent {
+		r.unanswered.CompareAndSwap(sent, 0)
+	}
+}
 
 // Run subscribes and keeps the subscription alive until ctx is done, re-subscribing (with
 // backoff and jitter) after any error, and then returns nil. Every goroutine it starts has
@@ -204,6 +244,9 @@ func (r *Redis) Run(ctx context.Context) error {
 		avoid = node
 		if ctx.Err() != nil {
 			return nil
+		}
+		if r.cluster != nil {
+			r.cluster.suspect(node)
 		}
 		if wasReady {
 			attempt = 0
@@ -287,10 +330,12 @@ func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup, avoid string) (
 		switch {
 		case !confirmed && time.Since(start) > timeout:
 			return false, node, fmt.Errorf("%w within %v", errConfirmTimeout, timeout)
-		case confirmed && r.sinceHeard() > timeout:
-			r.log.Warn("redis subscription silent: nothing arrived, not even the probe; re-subscribing",
-				"since", r.sinceHeard().Round(time.Millisecond), "probe_channel", r.probeChannel, "node", node)
-			return false, node, fmt.Errorf("%w in %v", errProbeTimeout, timeout)
+		case confirmed:
+			if why := r.silent(); why != "" {
+				r.log.Warn("redis subscription silent; re-subscribing", "why", why,
+					"probe_channel", r.probeChannel, "node", node)
+				return false, node, fmt.Errorf("%w: %s", errProbeTimeout, why)
+			}
 		}
 	}
 }
@@ -374,15 +419,7 @@ func (r *Redis) probeLoop(ctx context.Context) {
 		case <-r.probeNow:
 		}
 		if r.liveGen.Load() != 0 {
-			pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeInterval)
-			err := r.probeVia().Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
-			if err != nil && r.cluster != nil {
-				_ = r.cluster.refresh(pctx) // the next probe goes through a node that is up
-			}
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				r.probeLog.Log(slog.LevelWarn, "publishing the redis liveness probe failed", "err", err)
-			}
+			r.probe(ctx)
 		}
 		if time.Since(lastPrune) >= pruneInterval {
 			lastPrune = time.Now()
@@ -391,22 +428,40 @@ func (r *Redis) probeLoop(ctx context.Context) {
 	}
 }
 
-// probeVia is where the probe is published. On a cluster it is a healthy master other than
-// the subscription's node, so that the probe must cross the cluster bus to come back: a
-// subscription on a node that left the cluster (or was cut off from it) then hears nothing
-// and is replaced.
-func (r *Redis) probeVia() redis.Cmdable {
-	if r.cluster == nil {
-		return r.client
+// probe publishes this instance's probe. On a cluster it goes through a healthy master
+// other than the subscription's node, so that it must cross the cluster bus to come back: a
+// subscription on a node that left the cluster (or was cut off from it, or froze) then hears
+// nothing and is replaced. A node that fails the publish is suspected, and the probe tried
+// once more through another.
+func (r *Redis) probe(ctx context.Context) {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		via, addr := redis.Cmdable(r.client), ""
+		if r.cluster != nil {
+			sub := ""
+			if p := r.subNode.Load(); p != nil {
+				sub = *p
+			}
+			if a, ok := r.cluster.pickMaster(sub); ok && a != sub {
+				via, addr = r.cluster.client(a), a
+			}
+		}
+		sent := r.now()
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeInterval)
+		err = via.Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+		cancel()
+		if err == nil {
+			r.probeSent(sent)
+			return
+		}
+		if r.cluster == nil || ctx.Err() != nil {
+			break
+		}
+		r.cluster.suspect(addr)
 	}
-	sub := ""
-	if p := r.subNode.Load(); p != nil {
-		sub = *p
+	if ctx.Err() == nil {
+		r.probeLog.Log(slog.LevelWarn, "publishing the redis liveness probe failed", "err", err)
 	}
-	if addr, ok := r.cluster.pickMaster(sub); ok && addr != sub {
-		return r.cluster.client(addr)
-	}
-	return r.client
 }
 
 // dispatch moves events from the mailbox to the hub, then stores them as their channels'
