@@ -41,6 +41,7 @@ func serveFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.Float64Var(&cfg.AcceptRate, "accept-rate", 0, "most new streams per second on this instance, 429 above it; 0 is unlimited")
 	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", 0, "close streams after 80-100% of this (jittered) so connections rebalance; 0 is unlimited")
 	fs.DurationVar(&cfg.ProbeInterval, "probe-interval", 2*time.Second, "interval of the Redis pub/sub liveness probe; not ready after 3 missed probes")
+	fs.DurationVar(&cfg.MaxClockSkew, "max-clock-skew", 5*time.Minute, "refuse a published lastModified more than this ahead of the gateway's clock (likely not epoch ms); 0 accepts any")
 	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key serves HTTPS and HTTP/2")

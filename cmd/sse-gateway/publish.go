@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ func runPublish(args []string) int {
 	keyPrefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "prefix of the gateways' Redis keys")
 	ttl := fs.Duration("latest-ttl", store.DefaultLatestTTL, "how long Redis keeps the channel's newest event")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	skew := fs.Duration("max-clock-skew", 5*time.Minute, "refuse a --last-modified more than this ahead of this machine's clock (likely not epoch ms); 0 accepts any")
 	if err := parseFlags(fs, args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -53,6 +55,9 @@ func runPublish(args []string) int {
 	}
 	raw, _ := json.Marshal(inner)
 	payload, err := wire.ParsePayload(raw, 0)
+	if err == nil {
+		err = payload.CheckClock(time.Now(), *skew)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 		return 2
@@ -71,6 +76,11 @@ func runPublish(args []string) int {
 		defer rdb.Close()
 		st := store.NewRedis(rdb, store.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl})
 		published, err := st.Publish(ctx, *channel, payload)
+		if errors.Is(err, store.ErrConflict) {
+			// Retrying cannot help: the version is taken by another config.
+			fmt.Fprintln(os.Stderr, "sse-gateway publish: not published (conflict):", err)
+			return 1
+		}
 		if err != nil {
 			// Retrying is safe, a publish is idempotent (its version decides); during a
 			// failover it succeeds once the new primary serves the channel's slot.

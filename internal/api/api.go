@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/httperr"
+	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -37,6 +38,9 @@ type Publish struct {
 	Token string
 	// MaxPayload bounds the inner payload (0: wire.DefaultMaxPayload).
 	MaxPayload int
+	// MaxClockSkew is how far ahead of this instance's clock a payload's lastModified may
+	// be: a later one gets 400 (0 checks nothing).
+	MaxClockSkew time.Duration
 }
 
 // Authorized reports whether r carries the admin token. The comparison is on fixed-length
@@ -91,6 +95,9 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	payload, err := wire.ParsePayload(req.Data, max)
+	if err == nil {
+		err = payload.CheckClock(time.Now(), p.MaxClockSkew)
+	}
 	if err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, wire.ErrTooLarge) {
@@ -104,6 +111,10 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
 	published, err := p.Broker.Publish(ctx, req.Channel, payload)
 	cancel()
+	if errors.Is(err, store.ErrConflict) {
+		httperr.Write(w, http.StatusConflict, err.Error())
+		return
+	}
 	if err != nil {
 		// The caller retries: a publish is idempotent (its version decides), and a Redis
 		// failover lasts seconds.

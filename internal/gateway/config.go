@@ -63,6 +63,9 @@ type Config struct {
 	MaxStreamsPerKey int
 	// ProbeInterval is the Redis pub/sub liveness probe's interval (--probe-interval).
 	ProbeInterval time.Duration
+	// MaxClockSkew is how far ahead of this instance's clock a published lastModified may
+	// be; a later one is refused (--max-clock-skew; 0 checks nothing).
+	MaxClockSkew time.Duration
 	// LogFormat and LogLevel are checked here and applied by the command (--log-format,
 	// --log-level).
 	LogFormat string
@@ -116,6 +119,8 @@ func (c *Config) Validate() error {
 		return errors.New("--max-streams-per-key needs --redis-url (it is counted across instances)")
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format %q: use json or text", c.LogFormat)
+	case c.MaxClockSkew < 0:
+		return fmt.Errorf("--max-clock-skew %s: must not be negative", c.MaxClockSkew)
 	case c.ProbeInterval < 50*time.Millisecond:
 		return fmt.Errorf("--probe-interval %s: must be at least 50ms", c.ProbeInterval)
 	case c.ReadHeaderTimeout < 10*time.Millisecond:

@@ -40,7 +40,7 @@ import (
 // Redis store and subscriber together.
 type broker struct {
 	publisher api.Publisher // POST /v1/publish
-	latest    stream.Store  // a channel's newest event for a connecting stream
+	seeder    stream.Seeder // a channel's newest event for a connecting stream
 	run       func(ctx context.Context) error
 	ready     func() bool
 }
@@ -100,7 +100,7 @@ func (g *Gateway) build() error {
 	storeCfg := store.Config{ChannelPrefix: cfg.ChannelPrefix, KeyPrefix: cfg.KeyPrefix, LatestTTL: cfg.LatestTTL}
 	if cfg.RedisURL == "" {
 		m := store.NewMemory(g.hub, storeCfg)
-		g.broker = broker{publisher: m, latest: m, run: m.Run, ready: m.Ready}
+		g.broker = broker{publisher: m, seeder: m, run: m.Run, ready: m.Ready}
 	} else {
 		o, err := redisconn.Parse(cfg.RedisURL)
 		if err != nil {
@@ -112,8 +112,9 @@ func (g *Gateway) build() error {
 			MaxPayload:    cfg.MaxPayload,
 			ProbeInterval: cfg.ProbeInterval,
 			InstanceID:    cfg.InstanceID,
+			MaxClockSkew:  cfg.MaxClockSkew,
 		}, log, g.reg)
-		g.broker = broker{publisher: st, latest: sub, run: sub.Run, ready: sub.Ready}
+		g.broker = broker{publisher: st, seeder: sub, run: sub.Run, ready: sub.Ready}
 	}
 
 	g.keys = auth.NewStore()
@@ -143,7 +144,7 @@ func (g *Gateway) build() error {
 		MaxLifetime:     cfg.MaxLifetime,
 		TrustedProxies:  proxies,
 		SendBuffer:      cfg.SendBuffer,
-	}, g.hub, g.keys, g.broker.latest, keyQuota, log, g.reg)
+	}, g.hub, g.keys, g.broker.seeder, keyQuota, log, g.reg)
 	if err != nil {
 		return err
 	}

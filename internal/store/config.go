@@ -48,6 +48,12 @@ var ErrChannel = errors.New("invalid channel name")
 // ErrPayload is returned by Publish for a payload that did not come from wire.ParsePayload.
 var ErrPayload = errors.New("empty payload: parse it with wire.ParsePayload")
 
+// ErrConflict is returned by Publish for an event whose lastModified equals the stored newest
+// event's but whose ETag differs: two configs stamped the same millisecond cannot be ordered
+// (SDKs skip a message whose lastModified is not newer than what they hold), so a publisher
+// must stamp each config of a channel with a strictly greater lastModified.
+var ErrConflict = errors.New(`another config of this channel has the same "lastModified": stamp each new config later than the one before`)
+
 // ErrUnreadable wraps the error of a stored value that cannot be decoded (written by
 // something else than the gateway, or damaged).
 var ErrUnreadable = errors.New("unreadable stored latest event")

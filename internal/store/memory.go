@@ -10,10 +10,12 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
-// Hub is what Memory hands new events to; *hub.Hub satisfies it.
+// Hub is what Memory hands events to; *hub.Hub satisfies it.
 type Hub interface {
 	// Publish offers m to the channel's subscribers unless the hub has it or a newer one.
 	Publish(m *hub.Message) int
+	// Seed records that the store was asked for channel's newest message (m, maybe nil).
+	Seed(channel string, m *hub.Message) int
 }
 
 var _ Hub = (*hub.Hub)(nil)
@@ -42,7 +44,8 @@ func NewMemory(h Hub, cfg Config) *Memory {
 }
 
 // Publish stores p as channel's latest event and hands it to the hub if it is newer than
-// the stored one; it reports false, and publishes nothing, otherwise. p must come from
+// the stored one; it reports false, and publishes nothing, otherwise (ErrConflict when the
+// stored one has the same lastModified and another ETag). p must come from
 // wire.ParsePayload. It works whether or not Run is running.
 func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
 	if !wire.ValidChannel(channel) {
@@ -56,6 +59,9 @@ func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (b
 	b.mu.Lock()
 	if e, ok := b.latest[channel]; ok && now.Before(e.expires) && !e.m.Version.Less(m.Version) {
 		b.mu.Unlock()
+		if e.m.Version.Time == m.Version.Time && e.m.Version.Tie != m.Version.Tie {
+			return false, ErrConflict
+		}
 		return false, nil
 	}
 	b.latest[channel] = memoryEntry{m: m, expires: now.Add(b.ttl)}
@@ -66,16 +72,21 @@ func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (b
 	return true, nil
 }
 
-// Latest returns channel's latest event, or nil if there is none or it expired. It never
-// fails.
-func (b *Memory) Latest(ctx context.Context, channel string) (*hub.Message, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e, ok := b.latest[channel]
-	if !ok || !time.Now().Before(e.expires) {
-		return nil, nil
+// Seed hands the hub each channel's latest event (or nil: none, or expired), for streams
+// that subscribed to channels the hub had not seen. It never fails, and is done when it
+// returns.
+func (b *Memory) Seed(channels []string) {
+	now := time.Now()
+	for _, ch := range channels {
+		b.mu.Lock()
+		e, ok := b.latest[ch]
+		b.mu.Unlock()
+		var m *hub.Message
+		if ok && now.Before(e.expires) {
+			m = e.m
+		}
+		b.hub.Seed(ch, m)
 	}
-	return e.m, nil
 }
 
 // Ready reports whether Run is running: an in-process broker has nothing else to wait for.

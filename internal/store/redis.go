@@ -17,8 +17,10 @@ const versionLen = 30
 
 // setIfNewer stores ARGV[1]..ARGV[2] at KEYS[1] with a TTL of ARGV[3] ms if the version
 // ARGV[1] is newer than the stored one (or nothing, or something unreadable, is stored),
-// then PUBLISHes ARGV[2] on ARGV[4] unless it is empty. It returns 1 if it stored, else 0.
-// One key per call, so it runs unchanged on Redis Cluster.
+// then PUBLISHes ARGV[2] on ARGV[4] unless it is empty. It returns 1 if it stored, 0 if the
+// stored version is the same or newer, -1 if the stored one has the same lastModified and
+// another ETag hash (a conflict: see ErrConflict). One key per call, so it runs unchanged
+// on Redis Cluster.
 var setIfNewer = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -30,6 +32,9 @@ if cur then
     local b1 = tonumber(string.sub(v, 1, 10))
     local b2 = tonumber(string.sub(v, 11, 20))
     local b3 = tonumber(string.sub(v, 21, 30))
+    if b1 == a1 and b2 == a2 and b3 ~= a3 then
+      return -1
+    end
     if b1 < a1 or (b1 == a1 and (b2 < a2 or (b2 == a2 and b3 <= a3))) then
       return 0
     end
@@ -95,7 +100,8 @@ func (r *Redis) storeArgs(channel string, p wire.Payload, publish bool) []any {
 
 // Publish stores p as channel's latest event and PUBLISHes it to every instance, atomically,
 // if it is newer than the stored one. It reports false, and publishes nothing, when the
-// stored event is the same version or newer. p must come from wire.ParsePayload.
+// stored event is the same version or newer, and returns ErrConflict when the stored one has
+// the same lastModified and another ETag. p must come from wire.ParsePayload.
 func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
 	if !wire.ValidChannel(channel) {
 		return false, ErrChannel
@@ -106,6 +112,9 @@ func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bo
 	n, err := setIfNewer.Run(ctx, r.client, []string{r.latestKey(channel)}, r.storeArgs(channel, p, true)...).Int()
 	if err != nil {
 		return false, fmt.Errorf("publish to redis: %w", err)
+	}
+	if n < 0 {
+		return false, ErrConflict
 	}
 	return n == 1, nil
 }
@@ -208,7 +217,7 @@ func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (stored
 		n, err := cmd.Int()
 		switch {
 		case err == nil:
-			stored += n
+			stored += max(n, 0) // -1: a conflict, not stored
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
 			retry = append(retry, i)
 		default:
@@ -218,7 +227,7 @@ func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (stored
 	if len(retry) > 0 {
 		for i, cmd := range run(retry, false) {
 			n, err := cmd.Int()
-			stored += n
+			stored += max(n, 0)
 			if err != nil {
 				fail(retry[i], err)
 			}

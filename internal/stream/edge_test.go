@@ -1,38 +1,33 @@
 package stream
 
 import (
-	"context"
 	"net/http"
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/sse-gateway/sse-gateway/internal/hub"
 )
 
-// blockingStore never answers before its context ends, like a store behind a dead network.
-type blockingStore struct{ calls chan struct{} }
+// silentStore never answers, like a store behind a dead network: Seed records the call and
+// nothing is ever seeded.
+type silentStore struct{ calls chan struct{} }
 
-func (b blockingStore) Latest(ctx context.Context, _ string) (*hub.Message, error) {
+func (b silentStore) Seed([]string) {
 	select {
 	case b.calls <- struct{}{}:
 	default:
 	}
-	<-ctx.Done()
-	return nil, ctx.Err()
 }
 
-// TestSeedTimeout: a store that hangs delays nothing but the stream's first event: the lookup
-// is bounded by SeedTimeout and the stream then receives what is published.
-func TestSeedTimeout(t *testing.T) {
+// TestSeedNeverDelaysStream: a store that never answers delays nothing: the stream is open
+// and receives what is published.
+func TestSeedNeverDelaysStream(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			st := blockingStore{calls: make(chan struct{}, 1)}
-			e := startEnv(t, m, Config{SeedTimeout: 50 * time.Millisecond, Heartbeat: time.Hour},
+			st := silentStore{calls: make(chan struct{}, 1)}
+			e := startEnv(t, m, Config{Heartbeat: time.Hour},
 				func(e *env, _ *Config) { e.storeOverride = st })
 			s := e.connect(e.url(secretAll, "c"), nil)
 			<-st.calls
-			// Published after the lookup started: delivered whether or not it has ended.
 			msg := e.publish("c", 3, "")
 			s.waitLast(msg.ID)
 			if ids := s.ids(); len(ids) != 1 {

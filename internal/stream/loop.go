@@ -66,7 +66,7 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 	// Subscribed before the headers go out: once a client sees 200, nothing published after
 	// that can miss it. Offers only fill pending until run writes them.
 	s.register(l)
-	sub, seed := s.subscribe(r.Context(), l, channels, floor)
+	sub, seed := s.subscribe(l, channels, floor)
 	l.sub = sub
 	rc := http.NewResponseController(w)
 	s.writeHeaders(w, r)

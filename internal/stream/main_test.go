@@ -51,22 +51,31 @@ const (
 	secretServer = "secret-server-4567"
 )
 
-// fakeStore is the Store a broker would be: the newest message per channel.
+// fakeStore is the Seeder a broker would be: the newest message per channel, handed to the
+// hub at once. With err set its lookups fail, and it seeds nothing.
 type fakeStore struct {
+	hub   *hub.Hub
 	mu    sync.Mutex
 	m     map[string]*hub.Message
 	err   error
-	calls int
+	calls int // channels asked for
 }
 
-func (f *fakeStore) Latest(_ context.Context, channel string) (*hub.Message, error) {
+func (f *fakeStore) Seed(channels []string) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
+	f.calls += len(channels)
 	if f.err != nil {
-		return nil, f.err
+		f.mu.Unlock()
+		return
 	}
-	return f.m[channel], nil
+	ms := make([]*hub.Message, len(channels))
+	for i, ch := range channels {
+		ms[i] = f.m[ch]
+	}
+	f.mu.Unlock()
+	for i, ch := range channels {
+		f.hub.Seed(ch, ms[i])
+	}
 }
 
 // mode is one way a stream is served.
@@ -95,8 +104,8 @@ type env struct {
 	quota  KeyQuota
 	// wrapAuth, when set, wraps the key store the Server authorises with.
 	wrapAuth func(Authorizer) Authorizer
-	// storeOverride, when set, is the Server's Store instead of e.store.
-	storeOverride Store
+	// storeOverride, when set, is the Server's Seeder instead of e.store.
+	storeOverride Seeder
 }
 
 type envOpt func(*env, *Config)
@@ -111,6 +120,7 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	}
 	cfg.NoTakeover = cfg.NoTakeover || m.noTakeover
 	e.hub = hub.New(hub.Config{}, nil)
+	e.store.hub = e.hub
 	e.keys = auth.NewStore()
 	e.keys.SetSource("test", []auth.Key{
 		{Name: "all", Hash: auth.HashKey(secretAll), Channels: []string{"*"}},
@@ -121,7 +131,7 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	if e.wrapAuth != nil {
 		authz = e.wrapAuth(authz)
 	}
-	var store Store = e.store
+	var store Seeder = e.store
 	if e.storeOverride != nil {
 		store = e.storeOverride
 	}

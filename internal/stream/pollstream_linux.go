@@ -96,7 +96,7 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 		ps.finish() // the closer may be gone; finish is idempotent
 		return
 	}
-	sub, seed := s.subscribe(ctx, ps, channels, floor)
+	sub, seed := s.subscribe(ps, channels, floor)
 	ps.mu.Lock()
 	closed := ps.state.has(closing)
 	if !closed {

@@ -50,10 +50,14 @@ type Authorizer interface {
 	Permits(id string, channels []string) bool
 }
 
-// Store answers a channel's newest event when the hub has not seen the channel yet (after a
-// restart, or on another instance); the brokers in package subscribe satisfy it.
-type Store interface {
-	Latest(ctx context.Context, channel string) (*hub.Message, error)
+// Seeder hands the hub the newest stored event of channels a stream subscribed to that the
+// hub had not seen (after a restart, or on another instance), by calling the hub's Seed; the
+// brokers in packages store and subscribe satisfy it.
+type Seeder interface {
+	// Seed asks for channels to be seeded and returns at once, without waiting for the
+	// lookup: the stream is open already and gets the event when it arrives. A broker
+	// keeps retrying a lookup that fails while the channel has subscribers.
+	Seed(channels []string)
 }
 
 // KeyQuota limits streams per key across instances. Acquire reports whether one more
@@ -83,8 +87,6 @@ type Config struct {
 	// MaxLifetime closes streams after 80-100% of this duration, so that long-lived
 	// connections rebalance across instances (0: no limit).
 	MaxLifetime time.Duration
-	// SeedTimeout bounds the store lookup of a channel's newest event at connect (default 2s).
-	SeedTimeout time.Duration
 	// RetryMin and RetryMax bound the jittered reconnection delay ("retry:") sent before the
 	// gateway closes a stream on purpose (defaults 1s and 5s).
 	RetryMin, RetryMax time.Duration
@@ -109,9 +111,6 @@ func (c *Config) setDefaults() {
 		c.MaxChannels = 10
 	}
 	c.MaxChannels = min(c.MaxChannels, maxChannelsLimit)
-	if c.SeedTimeout <= 0 {
-		c.SeedTimeout = 2 * time.Second
-	}
 	if c.SendBuffer == 0 {
 		c.SendBuffer = 64 << 10
 	}
@@ -139,7 +138,7 @@ type Server struct {
 	cfg       Config
 	hub       *hub.Hub
 	auth      Authorizer
-	store     Store
+	seeder    Seeder
 	quota     KeyQuota // nil: no per-key limit
 	log       *slog.Logger
 	metrics   *metrics
@@ -183,13 +182,13 @@ type streamBase struct {
 func (b *streamBase) base() *streamBase { return b }
 
 // New builds a Server. quota may be nil (no per-key limit).
-func New(cfg Config, h *hub.Hub, a Authorizer, st Store, quota KeyQuota, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+func New(cfg Config, h *hub.Hub, a Authorizer, sd Seeder, quota KeyQuota, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	cfg.setDefaults()
 	s := &Server{
 		cfg:     cfg,
 		hub:     h,
 		auth:    a,
-		store:   st,
+		seeder:  sd,
 		quota:   quota,
 		log:     log,
 		metrics: newMetrics(reg),
@@ -405,22 +404,20 @@ func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason
 	s.metrics.closed[reason].Inc()
 }
 
-// subscribe registers the stream in the hub and seeds channels the hub has not seen from
-// the store, so a fresh stream gets each channel's newest event at once.
-func (s *Server) subscribe(ctx context.Context, sink hub.Sink, channels []string, floor hub.Version) (*hub.Subscription, func()) {
+// subscribe registers the stream in the hub and returns the call that asks for the channels
+// the hub has not seen to be seeded from the store (in one lookup), so that a fresh stream
+// gets each channel's newest event at once; the caller makes it once the stream is open.
+func (s *Server) subscribe(sink hub.Sink, channels []string, floor hub.Version) (*hub.Subscription, func()) {
 	sub, unseeded := s.hub.Subscribe(sink, channels, floor)
 	seed := func() {
-		for _, i := range unseeded {
-			lctx, cancel := context.WithTimeout(ctx, s.cfg.SeedTimeout)
-			m, err := s.store.Latest(lctx, channels[i])
-			cancel()
-			if err != nil {
-				// The broker's resync seeds the channel once the store is back.
-				s.log.Debug("latest event lookup failed", "channel", channels[i], "err", err)
-				continue
-			}
-			s.hub.Seed(channels[i], m)
+		if len(unseeded) == 0 {
+			return
 		}
+		names := make([]string, len(unseeded))
+		for i, idx := range unseeded {
+			names[i] = channels[idx]
+		}
+		s.seeder.Seed(names)
 	}
 	return sub, seed
 }

@@ -22,6 +22,10 @@ type Config struct {
 	ProbeInterval time.Duration
 	// InstanceID names this instance in its probe channel (default: random).
 	InstanceID string
+	// MaxClockSkew is how far ahead of this instance's clock an event's lastModified may be;
+	// a later one is rejected as malformed (wire.ErrFuture). Zero checks nothing (flag
+	// --max-clock-skew).
+	MaxClockSkew time.Duration
 }
 
 // withDefaults fills the zero fields. Invalid values are replaced by defaults too, so that

@@ -7,9 +7,10 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
-// lastSeen remembers, per channel, the newest payload this instance handed to its hub, which
-// is what it writes back when Redis lost its data. Entries of channels that have no
-// subscribers any more are pruned at every resync.
+// lastSeen remembers, per channel, the newest payload this instance handed to its hub: what
+// a stream subscribing to the channel is seeded with if the store does not have it yet, and
+// what a resync writes back when Redis lost its data. Entries of channels that no stream
+// here subscribes to are pruned once their event is stored (see prune).
 type lastSeen struct {
 	mu sync.Mutex
 	m  map[string]seenEntry // guarded by mu
@@ -40,10 +41,11 @@ func (k *lastSeen) get(channel string) (wire.Payload, bool) {
 	return e.p, ok
 }
 
-// prune forgets the channels not in keep that were recorded before since: those have no
-// subscribers, and the hub forgot them too. Entries recorded after since may belong to a
-// channel subscribed after keep was listed, so they stay until the next prune.
-func (k *lastSeen) prune(keep []string, since time.Time) {
+// prune forgets the channels not in keep, whose write is not pending, that were recorded
+// before since: nobody here subscribes to them and the store has their event. Entries
+// recorded after since may belong to a channel subscribed after keep was listed, so they
+// stay until the next prune.
+func (k *lastSeen) prune(keep []string, pending func(channel string) bool, since time.Time) {
 	set := make(map[string]struct{}, len(keep))
 	for _, ch := range keep {
 		set[ch] = struct{}{}
@@ -51,8 +53,15 @@ func (k *lastSeen) prune(keep []string, since time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for ch, e := range k.m {
-		if _, ok := set[ch]; !ok && e.at.Before(since) {
+		if _, ok := set[ch]; !ok && e.at.Before(since) && !pending(ch) {
 			delete(k.m, ch)
 		}
 	}
+}
+
+// len is how many channels are remembered.
+func (k *lastSeen) len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
 }

@@ -141,8 +141,8 @@ func (h *fakeHub) reservedCalls() int {
 // each command is sent.
 type cmdCounter struct {
 	mu     sync.Mutex
-	n      map[string]int
-	before func(name string)
+	n      map[string]int    // guarded by mu
+	before func(name string) // guarded by mu once the client is in use (setBefore)
 }
 
 func (c *cmdCounter) count(name string) int {
@@ -162,10 +162,23 @@ func (c *cmdCounter) add(name string) {
 
 func (c *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// setBefore sets before while the client may be in use.
+func (c *cmdCounter) setBefore(f func(name string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.before = f
+}
+
+func (c *cmdCounter) beforeFn() func(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.before
+}
+
 func (c *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if c.before != nil {
-			c.before(cmd.Name())
+		if before := c.beforeFn(); before != nil {
+			before(cmd.Name())
 		}
 		err := next(ctx, cmd)
 		c.add(cmd.Name())
@@ -175,6 +188,14 @@ func (c *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (c *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if before := c.beforeFn(); before != nil {
+			for _, cmd := range cmds {
+				before(cmd.Name())
+			}
+		}
+		if len(cmds) > 0 {
+			c.add("pipeline:" + cmds[0].Name()) // pipelines by their first command
+		}
 		err := next(ctx, cmds)
 		for _, cmd := range cmds {
 			c.add(cmd.Name())

@@ -22,6 +22,8 @@ const (
 	MalformedLastModified                        // wire.ErrLastModified
 	MalformedType                                // wire.ErrType
 	MalformedChannel                             // a channel name no stream can subscribe to
+	MalformedFuture                              // wire.ErrFuture
+	MalformedConflict                            // the lastModified of another config of the channel (store.ErrConflict)
 	numMalformedReasons
 )
 
@@ -32,6 +34,8 @@ var malformedLabels = [numMalformedReasons]string{
 	MalformedLastModified: "last_modified",
 	MalformedType:         "type",
 	MalformedChannel:      "channel",
+	MalformedFuture:       "future",
+	MalformedConflict:     "conflict",
 }
 
 // String returns the reason's metric label.
@@ -53,6 +57,8 @@ func malformedReason(err error) MalformedReason {
 		return MalformedLastModified
 	case errors.Is(err, wire.ErrType):
 		return MalformedType
+	case errors.Is(err, wire.ErrFuture):
+		return MalformedFuture
 	default:
 		return MalformedNotObject
 	}
@@ -69,6 +75,12 @@ type metrics struct {
 	// resyncPending is how many channels the last resync pass could not read or write
 	// back, and retries.
 	resyncPending prometheus.Gauge
+	// seedPending and writeBackPending are the channels waiting for (or in) a store lookup
+	// for new streams, and for their received event to be stored; writeBackDropped counts
+	// events not stored because too many channels were waiting.
+	seedPending      prometheus.Gauge
+	writeBackPending prometheus.Gauge
+	writeBackDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -98,12 +110,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "redis_resync_pending_channels",
 			Help: "Channels whose stored newest event the last resync could not read or write back (a Redis node down); they are retried.",
 		}),
+		seedPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_seed_pending_channels",
+			Help: "Channels new streams subscribed to whose stored newest event is being looked up or, after a failure, waits to be again.",
+		}),
+		writeBackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_writeback_pending_channels",
+			Help: "Channels whose received event waits to be stored as their newest (or is being stored).",
+		}),
+		writeBackDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "redis_writeback_dropped_total",
+			Help: "Received events not stored as their channel's newest because too many channels waited (Redis slow or away).",
+		}),
 	}
 	for r := range numMalformedReasons {
 		m.rejected[r] = m.malformed.WithLabelValues(r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending)
+		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending, m.seedPending, m.writeBackPending, m.writeBackDropped)
 	}
 	return m
 }

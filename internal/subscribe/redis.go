@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/sse-gateway/sse-gateway/internal/backoff"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -44,8 +43,9 @@ const (
 	resyncBatch = 500
 	// storeTimeout bounds one store pipeline.
 	storeTimeout = 5 * time.Second
-	// pruneInterval is how often lastSeen forgets channels that lost their subscribers.
-	pruneInterval = time.Minute
+	// pruneInterval is how often lastSeen forgets the channels nobody here subscribes to
+	// and whose event is stored: an entry of such a channel lives one to two intervals.
+	pruneInterval = 10 * time.Second
 	// probeTimeouts is how many probe intervals a published probe may take to come back
 	// before the subscription is declared dead.
 	probeTimeouts = 3
@@ -53,9 +53,6 @@ const (
 	// anything, while no probe could even be published (Redis unreachable), before it is
 	// replaced and the instance is not ready.
 	unprovenTimeouts = 5 * probeTimeouts
-	// latestTimeout bounds one store lookup shared by every caller waiting for it, whatever
-	// their own deadlines.
-	latestTimeout = 5 * time.Second
 )
 
 var (
@@ -82,9 +79,10 @@ type Redis struct {
 	probeChannel  string    // the Redis channel of this instance's probe
 	epoch         time.Time // monotonic origin of lastHeard
 
-	mailbox  *mailbox           // read loop -> dispatchers; safe for concurrent use
-	lastSeen *lastSeen          // safe for concurrent use
-	lookups  singleflight.Group // Latest's GETs, keyed by channel
+	mailbox  *mailbox  // read loop -> dispatchers; safe for concurrent use
+	lastSeen *lastSeen // safe for concurrent use
+	seeder   *seeder   // streams -> store lookups; safe for concurrent use
+	writer   *writer   // dispatchers -> store writes; safe for concurrent use
 
 	// Readiness. Each subscription (session) has a generation number. liveGen is the
 	// generation of the confirmed current subscription (0: none), set and cleared by the
@@ -157,6 +155,8 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		r.cluster = newClusterView(cc)
 	}
+	r.seeder = newSeeder(r)
+	r.writer = newWriter(r)
 	return r
 }
 
@@ -230,6 +230,8 @@ func (r *Redis) Run(ctx context.Context) error {
 		wg.Go(func() { r.dispatch(ctx) })
 	}
 	wg.Go(func() { r.probeLoop(ctx) })
+	wg.Go(func() { r.seeder.run(ctx) })
+	wg.Go(func() { r.writer.run(ctx) })
 	defer func() {
 		r.mailbox.close()
 		wg.Wait()
@@ -380,6 +382,9 @@ func (r *Redis) handle(m *redis.Message) {
 		return
 	}
 	p, err := wire.ParsePayload([]byte(m.Payload), r.cfg.MaxPayload)
+	if err == nil {
+		err = p.CheckClock(now, r.cfg.MaxClockSkew)
+	}
 	if err != nil {
 		r.metrics.rejected[malformedReason(err)].Inc()
 		r.malformedLog.Log(slog.LevelWarn, "ignoring malformed event", "channel", name, "err", err)
@@ -422,8 +427,8 @@ func (r *Redis) probeLoop(ctx context.Context) {
 			r.probe(ctx)
 		}
 		if time.Since(lastPrune) >= pruneInterval {
+			r.lastSeen.prune(r.hub.Channels(), r.writer.pending, lastPrune)
 			lastPrune = time.Now()
-			r.lastSeen.prune(r.hub.Channels(), lastPrune)
 		}
 	}
 }
@@ -464,38 +469,43 @@ func (r *Redis) probe(ctx context.Context) {
 	}
 }
 
-// dispatch moves events from the mailbox to the hub, then stores them as their channels'
-// latest (set-if-newer). It returns when the mailbox is closed.
+// dispatch moves events from the mailbox to the hub, and queues them to be stored as their
+// channels' newest (set-if-newer) by the writer. It returns when the mailbox is closed.
+//
+// An event is recorded in lastSeen before the hub gets it: a stream subscribing to its
+// channel at that moment either is in the hub in time to be offered it, or finds it in
+// lastSeen when it is seeded (the store may not have it yet; see seedHub).
 func (r *Redis) dispatch(ctx context.Context) {
 	var batch []event
-	var entries []store.Entry
 	for {
 		batch = r.mailbox.take(batch[:0], dispatchBatch)
 		if batch == nil {
 			return
 		}
 		for _, ev := range batch {
-			r.hub.Publish(wire.NewMessage(ev.channel, ev.payload, ev.received))
+			v := ev.payload.Version()
+			if seen, ok := r.lastSeen.get(ev.channel); ok && seen.Version().Time == v.Time && seen.Version().Tie != v.Tie {
+				// Same lastModified, another config: it cannot be ordered (see
+				// store.ErrConflict), so it is not delivered.
+				r.metrics.rejected[MalformedConflict].Inc()
+				r.malformedLog.Log(slog.LevelWarn, "ignoring an event with the lastModified of another config of its channel",
+					"channel", ev.channel, "id", ev.payload.ID(), "etag", ev.payload.ETag, "newest_etag", seen.ETag)
+				continue
+			}
 			r.lastSeen.update(ev.channel, ev.payload)
+			r.hub.Publish(wire.NewMessage(ev.channel, ev.payload, ev.received))
+			if !r.writer.mark(ev.channel, ev.payload) {
+				r.metrics.writeBackDropped.Inc()
+			}
 		}
-		// The hub has them: let the channels' next events go to the hub while these are
-		// stored (the script keeps the newest if two dispatchers store one channel).
 		r.mailbox.done(batch)
-		entries = entries[:0]
-		for _, ev := range batch {
-			entries = append(entries, store.Entry{Channel: ev.channel, Payload: ev.payload})
-		}
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		if _, errs := r.store.Save(sctx, entries, false); errs != nil && ctx.Err() == nil {
-			err := store.FirstError(errs)
-			r.storeLog.Log(slog.LevelWarn, "storing latest events failed (every instance stores them; the next resync writes them back)",
-				"err", err, "events", len(batch))
-		}
-		cancel()
 		clear(batch) // drop the payloads until the next take
-		clear(entries)
 	}
 }
+
+// Seed queues channels a stream subscribed to, that the hub had not seen, to be seeded with
+// their stored newest event; it does not wait (see seeder).
+func (r *Redis) Seed(channels []string) { r.seeder.add(channels) }
 
 // resyncLoop resynchronises a new subscription (generation gen) with the store, then marks
 // it ready. Channels whose store lookup failed (on a cluster: the slots of a node that just
@@ -552,15 +562,12 @@ func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, fi
 				}
 				continue
 			}
-			if k, ok := r.lastSeen.get(ch); ok && (!stored.Found || stored.Payload.Version().Less(k.Version())) {
-				writeBack = append(writeBack, store.Entry{Channel: ch, Payload: k})
-			}
-			if stored.Found {
-				r.lastSeen.update(ch, stored.Payload)
-				r.hub.Seed(ch, wire.NewMessage(ch, stored.Payload, now))
+			p, found := r.seedHub(ch, stored, now)
+			if found {
 				seeded++
-			} else {
-				r.hub.Seed(ch, nil)
+				if !stored.Found || stored.Payload.Version().Less(p.Version()) {
+					writeBack = append(writeBack, store.Entry{Channel: ch, Payload: p})
+				}
 			}
 		}
 	}
@@ -578,43 +585,7 @@ func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, fi
 			}
 		}
 	}
-	r.lastSeen.prune(r.hub.Channels(), snapshot)
+	r.lastSeen.prune(r.hub.Channels(), r.writer.pending, snapshot)
 	r.log.Info("redis resync done", "channels", len(chans), "seeded", seeded, "written_back", written, "failed", len(failed))
 	return failed, firstErr
-}
-
-// Latest returns channel's stored latest event, or nil if there is none (or it is
-// unreadable, which is logged), for a stream connecting to a channel its hub has not seen.
-// Concurrent calls for the same channel share one GET, so a reconnect storm of streams costs
-// one round trip per channel. A caller whose ctx ends first gets ctx's error; the shared
-// lookup goes on for the others.
-func (r *Redis) Latest(ctx context.Context, channel string) (*hub.Message, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	res := r.lookups.DoChan(channel, func() (any, error) {
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), latestTimeout)
-		defer cancel()
-		p, found, err := r.store.Get(lctx, channel)
-		switch {
-		case errors.Is(err, store.ErrUnreadable):
-			r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", channel, "err", err)
-			return (*hub.Message)(nil), nil
-		case err != nil:
-			return nil, err
-		case !found:
-			return (*hub.Message)(nil), nil
-		}
-		r.lastSeen.update(channel, p)
-		return wire.NewMessage(channel, p, time.Now()), nil
-	})
-	select {
-	case v := <-res:
-		if v.Err != nil {
-			return nil, v.Err
-		}
-		return v.Val.(*hub.Message), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -70,6 +70,7 @@ func TestLastSeenPrune(t *testing.T) {
 	t.Parallel()
 	k := newLastSeen()
 	k.update("old", payload(t, "e", 1))
+	k.update("unwritten", payload(t, "e", 1))
 	k.update("kept", payload(t, "e", 1))
 	since := time.Now().Add(time.Millisecond)
 	for !time.Now().After(since) {
@@ -77,9 +78,12 @@ func TestLastSeenPrune(t *testing.T) {
 	}
 	k.update("fresh", payload(t, "e", 1))
 	k.update("kept", payload(t, "e", 0)) // older: not recorded, but the channel counts as used
-	k.prune([]string{"kept"}, since)
+	k.prune([]string{"kept"}, func(ch string) bool { return ch == "unwritten" }, since)
 	if _, ok := k.get("old"); ok {
 		t.Errorf("a channel without subscribers was kept")
+	}
+	if _, ok := k.get("unwritten"); !ok {
+		t.Errorf("a channel whose event is not stored yet was pruned")
 	}
 	if _, ok := k.get("fresh"); !ok {
 		t.Errorf("a channel recorded after the snapshot was pruned")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sse-gateway/sse-gateway/internal/hub"
@@ -26,6 +27,10 @@ var (
 	ErrETag         = errors.New(`payload "etag" must be a non-empty string`)
 	ErrLastModified = errors.New(`payload "lastModified" must be a non-negative integer (epoch ms)`)
 	ErrType         = errors.New(`payload "type" must be a string`)
+	// ErrFuture is CheckClock's: a "lastModified" far ahead of the receiver's clock is most
+	// likely not epoch milliseconds (microseconds, nanoseconds); accepted, it would shadow
+	// every later publish of its channel until it expired from the store.
+	ErrFuture = errors.New(`payload "lastModified" is too far in the future (epoch milliseconds expected)`)
 )
 
 // Payload is a validated config-change notification: the inner JSON SDKs read, plus the
@@ -45,6 +50,16 @@ type Payload struct {
 // instance.
 func (p Payload) Version() hub.Version {
 	return hub.Version{Time: p.LastModified, Tie: ETagHash(p.ETag)}
+}
+
+// CheckClock returns ErrFuture if p's LastModified is more than skew ahead of now; a skew of
+// zero or less checks nothing.
+func (p Payload) CheckClock(now time.Time, skew time.Duration) error {
+	if skew > 0 && p.LastModified > now.Add(skew).UnixMilli() {
+		return fmt.Errorf("%w: %d is %v ahead of this gateway's clock, more than the %v allowed",
+			ErrFuture, p.LastModified, time.Duration(p.LastModified-now.UnixMilli())*time.Millisecond, skew)
+	}
+	return nil
 }
 
 // ID is the SSE event id: derived from the version alone, so every instance, and the same
