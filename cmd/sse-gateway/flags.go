@@ -23,6 +23,7 @@ func serveFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address for streams, the publish API, health and (without --metrics-addr) metrics")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "separate listen address for /metrics (and /debug/pprof with --pprof); empty serves /metrics on --addr")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "", "Redis URL: redis://[user:pass@]host:port[/db] (rediss:// for TLS); a Redis Cluster as redis://host:port?addr=host2:port2&addr=...; Sentinel as redis+sentinel://[user:pass@]s1:port,s2:port,.../<master-name>[?db=N&sentinel_password=...]; empty runs the embedded in-process broker (one instance)")
+	fs.StringVar(&cfg.RedisPubSub, "redis-pubsub", "classic", "Redis pub/sub mode: classic (one pattern subscription per instance; any Redis) or sharded (Redis 7 sharded pub/sub on a cluster: each channel's events go only to its shard and to the instances that stream it; publish with SPUBLISH)")
 	fs.StringVar(&cfg.ChannelPrefix, "redis-channel-prefix", store.DefaultChannelPrefix, "pub/sub prefix: the config service runs PUBLISH <prefix><channel> <json>")
 	fs.StringVar(&cfg.KeyPrefix, "redis-key-prefix", store.DefaultKeyPrefix, "prefix of the Redis keys the gateway stores (latest event per channel, keys, quotas)")
 	fs.DurationVar(&cfg.LatestTTL, "latest-ttl", store.DefaultLatestTTL, "how long the newest event of a channel is kept in Redis for resuming streams")

@@ -16,8 +16,9 @@ import (
 )
 
 // TestMetricsCatalogue scrapes a gateway running on Redis that has served streams and
-// events, lints the exposition with promlint, and checks that docs/OPERATIONS.md documents
-// exactly the sse_gateway_ metrics it exports.
+// events, and one in sharded mode on a Redis Cluster holding a shard subscription, lints the
+// expositions with promlint, and checks that docs/OPERATIONS.md documents exactly the
+// sse_gateway_ metrics they export.
 func TestMetricsCatalogue(t *testing.T) {
 	rdb := redistest.Start(t)
 	g := startGateway(t, "--redis-url", rdb.URL(), "--metrics-addr", "127.0.0.1:0", "--metrics-channels", "vip_*")
@@ -66,6 +67,9 @@ func TestMetricsCatalogue(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (sse_gateway_\w+) `).FindAllStringSubmatch(string(body), -1) {
 		exported[m[1]] = true
 	}
+	for m := range shardedMetrics(t, c) {
+		exported[m] = true
+	}
 	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
 	if err != nil {
 		t.Fatal(err)
@@ -96,4 +100,43 @@ func TestMetricsCatalogue(t *testing.T) {
 	if len(exported) < 15 {
 		t.Errorf("only %d sse_gateway_ metrics exported: %v", len(exported), exported)
 	}
+}
+
+// shardedMetrics returns the sse_gateway_ metrics a gateway in sharded mode exports once it
+// holds a shard subscription (for a stream), after linting them.
+func shardedMetrics(t *testing.T, c *http.Client) map[string]bool {
+	t.Helper()
+	cluster := redistest.StartCluster(t, 3, 0)
+	g := startGateway(t, "--redis-url", cluster.URL(), "--redis-pubsub", "sharded", "--metrics-addr", "127.0.0.1:0")
+	g.waitReady(c)
+	s := mustOpen(t, c, g.streamURL(testKeys["k1"], "shard_1"))
+	defer s.Close()
+	var body []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(string(body), "sse_gateway_redis_shard_subscriptions 1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sharded gateway never held the stream's shard subscription:\n%s", body)
+		}
+		resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "sse_gateway_") {
+			t.Errorf("promlint (sharded): %s: %s", p.Metric, p.Text)
+		}
+	}
+	out := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (sse_gateway_\w+) `).FindAllStringSubmatch(string(body), -1) {
+		out[m[1]] = true
+	}
+	return out
 }

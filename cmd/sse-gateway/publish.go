@@ -34,6 +34,7 @@ func runPublish(args []string) int {
 	prefix := fs.String("redis-channel-prefix", store.DefaultChannelPrefix, "pub/sub prefix the gateways subscribe to")
 	keyPrefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "prefix of the gateways' Redis keys")
 	ttl := fs.Duration("latest-ttl", store.DefaultLatestTTL, "how long Redis keeps the channel's newest event")
+	pubsub := fs.String("redis-pubsub", "classic", "the gateways' --redis-pubsub: classic (PUBLISH) or sharded (SPUBLISH, keys in the channel's slot)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	skew := fs.Duration("max-clock-skew", 5*time.Minute, "refuse a --last-modified more than this ahead of this machine's clock (likely not epoch ms); 0 accepts any")
 	if err := parseFlags(fs, args); err != nil {
@@ -74,7 +75,11 @@ func runPublish(args []string) int {
 			return 2
 		}
 		defer rdb.Close()
-		st := store.NewRedis(rdb, store.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl})
+		if *pubsub != "classic" && *pubsub != "sharded" {
+			fmt.Fprintf(os.Stderr, "sse-gateway publish: --redis-pubsub %q: use classic or sharded\n", *pubsub)
+			return 2
+		}
+		st := store.NewRedis(rdb, store.Config{ChannelPrefix: *prefix, KeyPrefix: *keyPrefix, LatestTTL: *ttl, Sharded: *pubsub == "sharded"})
 		published, err := st.Publish(ctx, *channel, payload)
 		if errors.Is(err, store.ErrConflict) {
 			// Retrying cannot help: the version is taken by another config.

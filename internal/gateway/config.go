@@ -63,6 +63,10 @@ type Config struct {
 	MaxStreamsPerKey int
 	// ProbeInterval is the Redis pub/sub liveness probe's interval (--probe-interval).
 	ProbeInterval time.Duration
+	// RedisPubSub is "classic" (one pattern subscription per instance) or "sharded" (Redis 7
+	// sharded pub/sub on a cluster: a shard subscription per channel with streams)
+	// (--redis-pubsub; empty means classic).
+	RedisPubSub string
 	// MaxClockSkew is how far ahead of this instance's clock a published lastModified may
 	// be; a later one is refused (--max-clock-skew; 0 checks nothing).
 	MaxClockSkew time.Duration
@@ -137,10 +141,21 @@ func (c *Config) Validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		return err
 	}
+	switch c.RedisPubSub {
+	case "", "classic", "sharded":
+	default:
+		return fmt.Errorf("--redis-pubsub %q: use classic or sharded", c.RedisPubSub)
+	}
 	if c.RedisURL != "" {
-		if _, err := redisconn.Parse(c.RedisURL); err != nil {
+		o, err := redisconn.Parse(c.RedisURL)
+		if err != nil {
 			return fmt.Errorf("--redis-url: %w", err)
 		}
+		if c.RedisPubSub == "sharded" && o.Mode != redisconn.Cluster {
+			return fmt.Errorf("--redis-pubsub sharded needs a Redis Cluster --redis-url (redis://host:port?addr=host2:port2...), got a %s one", o.Mode)
+		}
+	} else if c.RedisPubSub == "sharded" {
+		return errors.New("--redis-pubsub sharded needs a Redis Cluster --redis-url")
 	}
 	return nil
 }

@@ -40,6 +40,15 @@ func TestConfigValidate(t *testing.T) {
 		{"--redis-channel-prefix", func(c *Config) { c.ChannelPrefix = "a b" }},
 		{"--redis-key-prefix", func(c *Config) { c.KeyPrefix = "a\n" }},
 		{"--trusted-proxies", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, nonsense" }},
+		{"--redis-url", func(c *Config) { c.RedisURL = "http://x" }},
+		{"--redis-url", func(c *Config) { c.RedisURL = "redis+sentinel://s1:26379/" }},
+		{"--max-clock-skew", func(c *Config) { c.MaxClockSkew = -time.Second }},
+		{"", func(c *Config) { c.RedisURL = "redis+sentinel://s1:26379,s2:26379/m" }},
+		{"", func(c *Config) { c.RedisURL = "redis://h1:1?addr=h2:2"; c.RedisPubSub = "sharded" }},
+		{"--redis-pubsub", func(c *Config) { c.RedisPubSub = "fanout" }},
+		{"--redis-pubsub", func(c *Config) { c.RedisPubSub = "sharded" }}, // embedded broker
+		{"--redis-pubsub", func(c *Config) { c.RedisURL = "redis://h:1"; c.RedisPubSub = "sharded" }},
+		{"--redis-pubsub", func(c *Config) { c.RedisURL = "redis+sentinel://s:1/m"; c.RedisPubSub = "sharded" }},
 	} {
 		c := valid()
 		tc.edit(&c)

@@ -97,7 +97,8 @@ func New(cfg Config) (*Gateway, error) {
 // build makes everything after the hub; on error, close releases what it made.
 func (g *Gateway) build() error {
 	cfg, log := &g.cfg, g.log
-	storeCfg := store.Config{ChannelPrefix: cfg.ChannelPrefix, KeyPrefix: cfg.KeyPrefix, LatestTTL: cfg.LatestTTL}
+	storeCfg := store.Config{ChannelPrefix: cfg.ChannelPrefix, KeyPrefix: cfg.KeyPrefix, LatestTTL: cfg.LatestTTL,
+		Sharded: cfg.RedisPubSub == "sharded"}
 	if cfg.RedisURL == "" {
 		m := store.NewMemory(g.hub, storeCfg)
 		g.broker = broker{publisher: m, seeder: m, run: m.Run, ready: m.Ready}

@@ -370,3 +370,58 @@ func (c *Cluster) Reshard(from, to *Server) {
 	}
 	c.WaitHealthy(30 * time.Second)
 }
+
+// MoveSlot moves one slot, with its keys, from its master to the master to, the way
+// redis-cli --cluster reshard moves each slot: IMPORTING on the target, MIGRATING on the
+// source, MIGRATE of its keys, then SETSLOT NODE on every master.
+func (c *Cluster) MoveSlot(slot int, to *Server) {
+	c.t.Helper()
+	from := c.MasterOf(slot)
+	if from == to {
+		c.t.Fatalf("slot %d is on %s already", slot, to.Addr())
+	}
+	nodes, err := c.Topology()
+	if err != nil {
+		c.t.Fatalf("cluster topology: %v", err)
+	}
+	id := map[string]string{}
+	for _, v := range nodes {
+		id[v.Addr] = v.ID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := func(s *Server) *redis.Client {
+		cl := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+		c.t.Cleanup(func() { _ = cl.Close() })
+		return cl
+	}
+	src, dst := client(from), client(to)
+	must := func(what string, err error) {
+		if err != nil {
+			c.t.Fatalf("moving slot %d from %s to %s: %s: %v", slot, from.Addr(), to.Addr(), what, err)
+		}
+	}
+	must("IMPORTING", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", id[from.Addr()]).Err())
+	must("MIGRATING", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", id[to.Addr()]).Err())
+	host, port, _ := net.SplitHostPort(to.Addr())
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must("GETKEYSINSLOT", err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must("MIGRATE", src.Do(ctx, args...).Err())
+	}
+	for _, v := range nodes {
+		n := c.Node(v.Addr)
+		if !v.Master || v.Failed || n == nil || !n.Running() {
+			continue
+		}
+		must("SETSLOT NODE on "+v.Addr, client(n).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", id[to.Addr()]).Err())
+	}
+	c.WaitHealthy(30 * time.Second)
+}

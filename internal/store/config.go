@@ -23,6 +23,10 @@ type Config struct {
 	// LatestTTL is how long a channel's latest event is kept after it was last replaced
 	// (default 168h, flag --latest-ttl).
 	LatestTTL time.Duration
+	// Sharded publishes with SPUBLISH (Redis 7 sharded pub/sub on a cluster) instead of
+	// PUBLISH, and keeps a channel's latest event in the slot of its shard channel:
+	// at KeyPrefix+"latest:{"+ChannelPrefix+channel+"}" (flag --redis-pubsub sharded).
+	Sharded bool
 }
 
 // withDefaults fills the zero fields. Invalid values are replaced by defaults too, so that a

@@ -7,11 +7,19 @@
 //
 // The latest event of a channel is the string key <KeyPrefix>latest:<channel> (TTL
 // LatestTTL), written only through one Lua script that sets it if the new version is newer
-// (versions order by lastModified, then by wire.ETagHash of the ETag) and, for Publish, also
-// PUBLISHes it on <ChannelPrefix><channel>, atomically. Every instance runs the script for
-// every event it receives (package subscribe), so whoever sees an event first stores it, and
-// replays or racing publishers never move the stored version backwards. The script touches
-// one key, so it is Redis Cluster safe.
+// (versions order by lastModified, then by wire.ETagHash of the ETag; the same lastModified
+// with another ETag is a conflict, ErrConflict) and, for Publish, also PUBLISHes it on
+// <ChannelPrefix><channel>, atomically. Every instance runs the script for every event it
+// receives (package subscribe), so whoever sees an event first stores it, and replays or
+// racing publishers never move the stored version backwards. The script touches one key, so
+// it is Redis Cluster safe.
+//
+// Sharded (Redis 7 sharded pub/sub on a cluster), the key is
+// <KeyPrefix>latest:{<ChannelPrefix><channel>}: its hash tag is the shard channel, so the key
+// and the channel share a slot and the script stores and SPUBLISHes on the node that owns it.
+// The two layouts do not share keys: switching a fleet from one to the other starts every
+// channel without a stored event until its next publish (or copy the keys across, renaming
+// <KeyPrefix>latest:<channel> to <KeyPrefix>latest:{<ChannelPrefix><channel>}).
 //
 // A stored value is a fixed-width version header (20 decimal digits of lastModified, 10 of
 // the ETag hash) followed by the payload JSON: the script compares versions exactly (Lua

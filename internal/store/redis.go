@@ -17,7 +17,8 @@ const versionLen = 30
 
 // setIfNewer stores ARGV[1]..ARGV[2] at KEYS[1] with a TTL of ARGV[3] ms if the version
 // ARGV[1] is newer than the stored one (or nothing, or something unreadable, is stored),
-// then PUBLISHes ARGV[2] on ARGV[4] unless it is empty. It returns 1 if it stored, 0 if the
+// then publishes ARGV[2] on ARGV[4] with the command ARGV[5] (PUBLISH, or SPUBLISH when
+// sharded: KEYS[1] is then in the shard channel's slot) unless ARGV[4] is empty. It returns 1 if it stored, 0 if the
 // stored version is the same or newer, -1 if the stored one has the same lastModified and
 // another ETag hash (a conflict: see ErrConflict). One key per call, so it runs unchanged
 // on Redis Cluster.
@@ -42,7 +43,7 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
 if ARGV[4] ~= '' then
-  redis.call('PUBLISH', ARGV[4], ARGV[2])
+  redis.call(ARGV[5], ARGV[4], ARGV[2])
 end
 return 1
 `)
@@ -86,16 +87,30 @@ func NewRedis(client redis.UniversalClient, cfg Config) *Redis {
 // ChannelPrefix is the prefix of the pub/sub channels events are published on.
 func (r *Redis) ChannelPrefix() string { return r.cfg.ChannelPrefix }
 
-func (r *Redis) latestKey(channel string) string { return r.cfg.KeyPrefix + "latest:" + channel }
+// Sharded reports whether the store publishes with SPUBLISH (Config.Sharded).
+func (r *Redis) Sharded() bool { return r.cfg.Sharded }
+
+// latestKey is where channel's latest event is kept. Sharded, the key carries the shard
+// channel as its hash tag, so that it lives in the channel's slot: the script that stores and
+// SPUBLISHes runs on that slot's node.
+func (r *Redis) latestKey(channel string) string {
+	if r.cfg.Sharded {
+		return r.cfg.KeyPrefix + "latest:{" + r.cfg.ChannelPrefix + channel + "}"
+	}
+	return r.cfg.KeyPrefix + "latest:" + channel
+}
 
 // storeArgs are the script's arguments for storing p on channel, publishing it on the
 // channel's pub/sub channel if publish is set.
 func (r *Redis) storeArgs(channel string, p wire.Payload, publish bool) []any {
-	pub := ""
+	pub, cmd := "", "PUBLISH"
 	if publish {
 		pub = r.cfg.ChannelPrefix + channel
 	}
-	return []any{versionHeader(p.Version()), p.Raw, strconv.FormatInt(r.cfg.LatestTTL.Milliseconds(), 10), pub}
+	if r.cfg.Sharded {
+		cmd = "SPUBLISH"
+	}
+	return []any{versionHeader(p.Version()), p.Raw, strconv.FormatInt(r.cfg.LatestTTL.Milliseconds(), 10), pub, cmd}
 }
 
 // Publish stores p as channel's latest event and PUBLISHes it to every instance, atomically,

@@ -182,6 +182,57 @@ func (v *clusterView) pickMaster(avoid string) (string, bool) {
 	return "", false
 }
 
+// owner returns the healthy master that serves slot, by the last answer.
+func (v *clusterView) owner(slot int) (string, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, n := range v.nodes {
+		if !n.master || !n.healthy {
+			continue
+		}
+		for _, r := range n.slots {
+			if slot >= r[0] && slot <= r[1] {
+				return n.addr, true
+			}
+		}
+	}
+	return "", false
+}
+
+// someSlot returns a slot the node at addr serves, by the last answer.
+func (v *clusterView) someSlot(addr string) (int, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, n := range v.nodes {
+		if n.addr == addr && n.master && len(n.slots) > 0 {
+			return n.slots[0][0], true
+		}
+	}
+	return 0, false
+}
+
+// keySlot is the cluster hash slot of key: CRC-16/XMODEM of its {hash tag} if it has a
+// non-empty one, else of the whole key, modulo 16384.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc % 16384)
+}
+
 // parseClusterNodes reads CLUSTER NODES. from is the address the answer came from: a node
 // that does not know its own address yet reports ":0" for itself.
 func parseClusterNodes(s, from string) ([]clusterNode, error) {

@@ -1,6 +1,7 @@
 package subscribe
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -64,3 +65,43 @@ func TestParseClusterNodesMyselfWithoutAddress(t *testing.T) {
 		t.Fatal("an empty answer was accepted")
 	}
 }
+
+func TestKeySlotAndProbeTag(t *testing.T) {
+	t.Parallel()
+	// Known slots (CLUSTER KEYSLOT): "foo" 12182, "{user1000}.following" 3443 (the tag's).
+	for key, want := range map[string]int{"foo": 12182, "{user1000}.following": 3443, "user1000": 3443} {
+		if got := keySlot(key); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	for _, slot := range []int{0, 1, 5461, 10923, 16383} {
+		if got := keySlot(probeTag(slot)); got != slot {
+			t.Errorf("probeTag(%d) hashes to %d", slot, got)
+		}
+	}
+}
+
+func TestMovedSlot(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		slot int
+		ok   bool
+	}{
+		{redisError("MOVED 3999 127.0.0.1:6381"), 3999, true},
+		{redisError("ASK 12 10.0.0.2:7000"), 12, true},
+		{redisError("CROSSSLOT Keys in request don't hash to the same slot"), 0, false},
+		{errors.New("MOVED 1 x"), 0, false}, // not a Redis error reply
+	} {
+		slot, ok := movedSlot(tc.err)
+		if slot != tc.slot || ok != tc.ok {
+			t.Errorf("movedSlot(%v) = %d, %v; want %d, %v", tc.err, slot, ok, tc.slot, tc.ok)
+		}
+	}
+}
+
+// redisError is an error reply as go-redis returns it.
+type redisError string
+
+func (e redisError) Error() string { return string(e) }
+func (redisError) RedisError()     {}

@@ -81,6 +81,11 @@ type metrics struct {
 	seedPending      prometheus.Gauge
 	writeBackPending prometheus.Gauge
 	writeBackDropped prometheus.Counter
+	// Sharded pub/sub: channels with a confirmed shard subscription, SSUBSCRIBE and
+	// SUNSUBSCRIBE commands sent, and each shard connection's node (1 while held).
+	shardSubs   prometheus.Gauge
+	shardOps    *prometheus.CounterVec
+	shardNodeUp *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -122,12 +127,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "redis_writeback_dropped_total",
 			Help: "Received events not stored as their channel's newest because too many channels waited (Redis slow or away).",
 		}),
+		shardSubs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_shard_subscriptions",
+			Help: "Channels with a confirmed shard subscription (--redis-pubsub sharded).",
+		}),
+		shardOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "redis_shard_operations_total",
+			Help: "SSUBSCRIBE and SUNSUBSCRIBE commands sent, by op (--redis-pubsub sharded).",
+		}, []string{"op"}),
+		shardNodeUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_shard_connection_up",
+			Help: "1 for each cluster node a shard-subscription connection is held on (--redis-pubsub sharded).",
+		}, []string{"node"}),
+	}
+	for _, op := range []string{"subscribe", "unsubscribe"} {
+		m.shardOps.WithLabelValues(op)
 	}
 	for r := range numMalformedReasons {
 		m.rejected[r] = m.malformed.WithLabelValues(r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending, m.seedPending, m.writeBackPending, m.writeBackDropped)
+		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending, m.seedPending, m.writeBackPending, m.writeBackDropped, m.shardSubs, m.shardOps, m.shardNodeUp)
 	}
 	return m
 }

@@ -111,6 +111,9 @@ type Redis struct {
 	// by the probe loop.
 	cluster *clusterView
 	subNode atomic.Pointer[string]
+	// sharded is set (at construction) in sharded pub/sub mode (Config.Sharded on a
+	// cluster): it replaces the pattern subscription's sessions.
+	sharded *sharded
 
 	malformedLog *logLimiter
 	storeLog     *logLimiter
@@ -154,6 +157,9 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		r.cluster = newClusterView(cc)
+		if st.Sharded() {
+			r.sharded = newSharded(r, r.cluster)
+		}
 	}
 	r.seeder = newSeeder(r)
 	r.writer = newWriter(r)
@@ -175,6 +181,9 @@ func escapeGlob(s string) string {
 // Ready reports whether the subscription is confirmed on a live connection, the resync
 // after it is done, and it is not silent (see silent).
 func (r *Redis) Ready() bool {
+	if r.sharded != nil {
+		return r.sharded.ready.Load()
+	}
 	live := r.liveGen.Load()
 	if live == 0 || r.syncedGen.Load() != live {
 		return false
@@ -240,6 +249,10 @@ func (r *Redis) Run(ctx context.Context) error {
 		}
 	}()
 
+	if r.sharded != nil {
+		r.sharded.run(ctx)
+		return nil
+	}
 	avoid := "" // the cluster node the last session failed on
 	for attempt := 0; ; attempt++ {
 		wasReady, node, err := r.session(ctx, &wg, avoid)
@@ -327,7 +340,7 @@ func (r *Redis) session(ctx context.Context, wg *sync.WaitGroup, avoid string) (
 			case r.probeNow <- struct{}{}:
 			default:
 			}
-			wg.Go(func() { r.resyncLoop(sctx, gen) })
+			wg.Go(func() { r.resyncLoop(sctx, r.hub.Channels(), func() { r.syncedGen.Store(gen) }) })
 		}
 		switch {
 		case !confirmed && time.Since(start) > timeout:
@@ -507,16 +520,17 @@ func (r *Redis) dispatch(ctx context.Context) {
 // their stored newest event; it does not wait (see seeder).
 func (r *Redis) Seed(channels []string) { r.seeder.add(channels) }
 
-// resyncLoop resynchronises a new subscription (generation gen) with the store, then marks
-// it ready. Channels whose store lookup failed (on a cluster: the slots of a node that just
-// failed) are retried, with backoff and a topology refresh, until they are done or the
-// session ends; the subscription is not torn down for them, as it works.
-func (r *Redis) resyncLoop(ctx context.Context, gen uint64) {
-	pending := r.hub.Channels()
+// resyncLoop resynchronises channels with the store (every channel of the hub for a new
+// pattern subscription; the channels whose shard subscription was lost and is back, in
+// sharded mode), calling firstPass (if set) after the first pass. Channels whose store lookup
+// failed (on a cluster: the slots of a node that just failed) are retried, with backoff and
+// a topology refresh, until they are done or ctx ends; the subscription is not torn down for
+// them, as it works.
+func (r *Redis) resyncLoop(ctx context.Context, pending []string, firstPass func()) {
 	for attempt := 0; ; attempt++ {
 		failed, err := r.resync(ctx, pending)
-		if attempt == 0 {
-			r.syncedGen.Store(gen)
+		if attempt == 0 && firstPass != nil {
+			firstPass()
 		}
 		r.metrics.resyncPending.Set(float64(len(failed)))
 		if len(failed) == 0 || ctx.Err() != nil {

@@ -144,11 +144,32 @@ func (s *seeder) run(ctx context.Context) {
 func (s *seeder) lookup(ctx context.Context, channels []string) {
 	r := s.r
 	lctx, cancel := context.WithTimeout(ctx, seedTimeout)
-	got := r.store.GetMany(lctx, channels)
-	cancel()
-	now := time.Now()
+	defer cancel()
 	var seeded, failed []string
 	var firstErr error
+	if r.sharded != nil {
+		// Subscribed before the store is read: whatever is published after the read is
+		// delivered, whatever before is in the store (or in lastSeen).
+		ok := r.sharded.await(lctx, channels)
+		if len(ok) < len(channels) {
+			held := make(map[string]bool, len(ok))
+			for _, ch := range ok {
+				held[ch] = true
+			}
+			for _, ch := range channels {
+				if !held[ch] {
+					failed = append(failed, ch)
+				}
+			}
+			firstErr = errors.New("shard subscription not confirmed in time")
+		}
+		channels = ok
+	}
+	var got []store.Stored
+	if len(channels) > 0 {
+		got = r.store.GetMany(lctx, channels)
+	}
+	now := time.Now()
 	for i, ch := range channels {
 		stored := got[i]
 		switch {
