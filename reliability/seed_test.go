@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/redistest"
 )
 
 // TestFirstStreamRacesPublish is issue 10's race: a raw PUBLISH on a channel nobody streams
@@ -20,7 +22,29 @@ import (
 func TestFirstStreamRacesPublish(t *testing.T) {
 	r := startRedis(t)
 	g := startGateway(t, "race", r.URL())
-	batches, perBatch := scaled(150, 60), 40
+	raceFirstStreams(t, g, scaled(150, 60), func(channel, body string) { r.publishRaw(channel, body) })
+}
+
+// TestShardedFirstStreamRacesPublish is the same race in sharded mode, where the first
+// stream of a channel on an instance also creates its shard subscription: the stream is
+// seeded only once the subscription is confirmed, so an event is either delivered on it or
+// found in the store. The publishes are stored ones (POST /v1/publish): a raw SPUBLISH on a
+// channel nobody subscribes to reaches nobody and is stored by nobody.
+func TestShardedFirstStreamRacesPublish(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0)
+	g := startGateway(t, "shrace", c.URL(), "--redis-pubsub", "sharded")
+	raceFirstStreams(t, g, scaled(100, 40), func(channel, body string) {
+		if st, resp := g.publishAPI(channel, body); st != http.StatusAccepted {
+			t.Errorf("POST /v1/publish %s: %d %s", channel, st, resp)
+		}
+	})
+}
+
+// raceFirstStreams runs batches of 40 fresh channels, each with one publish (by publish) and
+// its first stream on g released together (half publish first, half connect first), and
+// fails unless every stream ends with its channel's version.
+func raceFirstStreams(t *testing.T, g *gateway, batches int, publish func(channel, body string)) {
+	perBatch := 40
 	base := time.Now().UnixMilli()
 	misses, total := 0, 0
 	var missed []string
@@ -48,7 +72,7 @@ func TestFirstStreamRacesPublish(t *testing.T) {
 				if i%2 == 0 {
 					open()
 				}
-				r.publishRaw(channels[i], payload(`"v"`, base+int64(b), 0, false))
+				publish(channels[i], payload(`"v"`, base+int64(b), 0, false))
 				if i%2 == 1 {
 					open()
 				}
