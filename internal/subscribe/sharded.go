@@ -36,7 +36,8 @@ const (
 // connection's probe. Each connection has a reader goroutine (started by run, waited for by
 // run) that hands events to the mailbox and reports confirmations and failures.
 //
-// Lock order: sharded.mu, then nothing: network calls are made without it.
+// Lock order: sharded.mu, then clusterView.mu (ownerLocked, suspect); no network call is
+// made with sharded.mu held.
 type sharded struct {
 	r    *Redis
 	view *clusterView
