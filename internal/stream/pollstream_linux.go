@@ -66,6 +66,8 @@ type pollStream struct {
 	input     int            // guarded by mu: bytes the client has sent after its request
 	reason    CloseReason    // guarded by mu: set once, by closeLocked
 	retry     time.Duration  // guarded by mu: set with reason
+
+	link wheelLink // guarded by the poller's wheel's mu: its place among the timers
 }
 
 // takeOver runs a hijacked stream's opening on the handler's goroutine: it registers the
@@ -127,7 +129,12 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 	if err != nil {
 		ps.closeLocked(CloseClient, 0)
 	} else if !ps.state.has(closing) {
-		ps.flushPendingLocked(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		ps.lastWrite = now // the head ends with a heartbeat
+		ps.flushPendingLocked(now)
+		if !ps.state.has(closing) {
+			p.wheel.schedule(ps, ps.nextTimerLocked(), false)
+		}
 	}
 	later := ps.state.has(finishLater)
 	ps.mu.Unlock()
@@ -274,33 +281,51 @@ func (c *pollStream) readable() {
 	}
 }
 
-// beat writes a heartbeat if the stream has been quiet for the interval, and closes streams
-// past their lifetime.
-func (c *pollStream) beat(now int64, quiet int64) {
+// timers runs the stream's timers that are due at now (unix nanos): its lifetime, the
+// deadline of a stalled write, its heartbeat after a quiet interval. Then it puts the stream
+// back in the wheel at its next timer. The sweeper calls it for the streams the wheel says
+// are due; a stream that comes up early (its heartbeat was pushed back by a write) only goes
+// back in.
+func (c *pollStream) timers(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.has(closing) {
 		return
 	}
-	if !c.expires.IsZero() && now >= c.expires.UnixNano() {
+	cfg := &c.p.srv.cfg
+	switch {
+	case !c.expires.IsZero() && now >= c.expires.UnixNano():
 		c.closeLocked(CloseLifetime, c.p.srv.retryJitter())
 		return
-	}
-	if c.out != nil || c.state.has(opening) || now-c.lastWrite < quiet {
-		return
-	}
-	if c.writeLocked(chunkedHeartbeat, now) {
+	case c.out != nil:
+		if now-c.stalledAt >= int64(cfg.WriteTimeout) {
+			c.closeLocked(CloseSlow, 0)
+			return
+		}
+	case c.state.has(opening):
+	case now-c.lastWrite >= int64(cfg.Heartbeat):
+		if !c.writeLocked(chunkedHeartbeat, now) {
+			return
+		}
 		c.p.srv.metrics.beats.Inc()
 		c.p.srv.metrics.bytes.Add(float64(len(chunkedHeartbeat)))
 	}
+	c.p.wheel.schedule(c, c.nextTimerLocked(), false)
 }
 
-// checkDeadlineLocked closes the stream as slow if its stalled frame has waited since
-// before deadline (unix nanos).
-func (c *pollStream) checkDeadlineLocked(deadline int64) {
-	if c.out != nil && c.stalledAt < deadline {
-		c.closeLocked(CloseSlow, 0)
+// nextTimerLocked is when the stream's next timer is due (unix nanos): the write deadline
+// while a write is stalled (no heartbeat can go out behind it), else a heartbeat interval
+// after the last write; the lifetime if that comes first.
+func (c *pollStream) nextTimerLocked() int64 {
+	cfg := &c.p.srv.cfg
+	next := c.lastWrite + int64(cfg.Heartbeat)
+	if c.out != nil {
+		next = c.stalledAt + int64(cfg.WriteTimeout)
 	}
+	if !c.expires.IsZero() {
+		next = min(next, c.expires.UnixNano())
+	}
+	return next
 }
 
 func (c *pollStream) close(reason CloseReason, retry time.Duration) {

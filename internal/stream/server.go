@@ -9,8 +9,8 @@
 //     goroutine and no buffer of its own while idle: publishers write to it directly with
 //     non-blocking writes (pollstream_linux.go, the per-stream state machine), and the
 //     poller's epoll loop notices hang-ups and finishes writes a slow client could not take
-//     at once, its sweeper writes heartbeats and enforces write deadlines and lifetimes, and
-//     its closer carries out closes.
+//     at once, its sweeper writes heartbeats and enforces write deadlines and lifetimes as
+//     they come due in a timing wheel (wheel_linux.go), and its closer carries out closes.
 //   - The net/http path (HTTP/2, TLS, HTTP/1.0, other platforms): one goroutine per stream,
 //     the handler's, does every write under a deadline (loop.go).
 //
