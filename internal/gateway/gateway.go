@@ -249,7 +249,8 @@ loop:
 	}
 
 	log.Info("draining", "streams", g.streams.OpenStreams(), "window", cfg.Drain.String())
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.Drain+5*time.Second)
+	// The window, then each goodbye's write timeout at most, then some slack.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.Drain+cfg.WriteTimeout+5*time.Second)
 	defer cancelDrain()
 	var shut sync.WaitGroup
 	for _, s := range servers {

@@ -147,7 +147,9 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	t.Cleanup(func() {
 		// Close every stream (loop streams hold their handler, which httptest.Server.Close
 		// waits for), then stop the server, the poller and the hub, and wait for each.
-		srv.Drain(context.Background(), 0)
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), waitLimit)
+		srv.Drain(drainCtx, 0)
+		cancelDrain()
 		e.client.CloseIdleConnections()
 		e.ts.Close()
 		// A taken-over stream's client may have its headers (and the test may be over)

@@ -120,6 +120,18 @@ func (p *poller) watch(c *pollStream, stalled bool) {
 	}
 }
 
+// linger puts a closing stream back under epoll, for writability only, so that the epoll
+// loop can write the rest of its goodbye (closeLocked took it out). It reports false when
+// the poller has stopped: nobody would finish it.
+func (p *poller) linger(c *pollStream) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.stopped {
+		return false
+	}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, epollEvent(c.id, unix.EPOLLOUT)) == nil
+}
+
 // enqueueClose hands a closing stream to the closer; it never blocks.
 func (p *poller) enqueueClose(c *pollStream) {
 	p.closeMu.Lock()
@@ -166,7 +178,10 @@ func (p *poller) run(ctx context.Context) error {
 			}
 			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
 				c.mu.Lock()
-				if !c.state.has(closing) {
+				switch {
+				case c.state.has(lingering):
+					c.endGoodbyeLocked() // the client is gone: nobody to say goodbye to
+				case !c.state.has(closing):
 					c.closeLocked(c.socketReason(), 0)
 				}
 				c.mu.Unlock()
@@ -183,6 +198,8 @@ func (p *poller) run(ctx context.Context) error {
 	return nil
 }
 
+// closeAll closes every stream when run ends, and ends the goodbyes still being written:
+// once stopped, nothing would finish them.
 func (p *poller) closeAll() {
 	p.mu.RLock()
 	all := make([]*pollStream, 0, len(p.conns))
@@ -191,7 +208,13 @@ func (p *poller) closeAll() {
 	}
 	p.mu.RUnlock()
 	for _, c := range all {
-		c.close(CloseDrain, p.srv.retryJitter())
+		c.mu.Lock()
+		if c.state.has(lingering) {
+			c.endGoodbyeLocked()
+		} else {
+			c.closeLocked(CloseDrain, p.srv.retryJitter())
+		}
+		c.mu.Unlock()
 	}
 }
 

@@ -23,10 +23,19 @@ const maxInput = 16 << 10
 // client flags), all guarded by the stream's mu:
 //
 //	opening ──headers written──▶ open ──closeLocked──▶ closing ──finish──▶ finished
+//	                                                      │                    ▲
+//	                                         goodbye not all written       finish
+//	                                                      ▼                    │
+//	                                                  lingering ──written, failed or deadline
 //
 // A close may be asked for while the stream is still opening (a revocation, a hang-up, a
 // drain); the closer then leaves it to the handler (finishLater), which finishes the close once
 // the headers are out, so that the goodbye follows them.
+//
+// A stream closed on purpose owes its client a goodbye: the rest of the frame it was writing,
+// then retry: (drain, lifetime) or the chunked terminator (revoked). What the socket cannot
+// take at once is written as epoll reports it writable (lingering), for at most the write
+// timeout, so a client that does not read cannot hold a drain or the closer.
 type pollState uint8
 
 const (
@@ -38,6 +47,9 @@ const (
 	finishLater
 	// finished: the close was carried out (finish is idempotent).
 	finished
+	// lingering: closing, and the goodbye is being written as the socket takes it; the
+	// next finish closes the stream whatever is left.
+	lingering
 )
 
 func (s pollState) has(f pollState) bool { return s&f != 0 }
@@ -66,6 +78,8 @@ type pollStream struct {
 	input     int            // guarded by mu: bytes the client has sent after its request
 	reason    CloseReason    // guarded by mu: set once, by closeLocked
 	retry     time.Duration  // guarded by mu: set with reason
+	bye       []byte         // guarded by mu: the unwritten rest of the goodbye after out
+	byeBy     int64          // guarded by mu: unix nanos when a lingering goodbye is given up
 
 	link wheelLink // guarded by the poller's wheel's mu: its place among the timers
 }
@@ -219,6 +233,12 @@ func (c *pollStream) socketReason() CloseReason {
 func (c *pollStream) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state.has(lingering) {
+		if c.writeGoodbyeLocked() {
+			c.endGoodbyeLocked()
+		}
+		return
+	}
 	if c.state.has(closing) || c.out == nil {
 		return
 	}
@@ -289,6 +309,14 @@ func (c *pollStream) readable() {
 func (c *pollStream) timers(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state.has(lingering) {
+		if now >= c.byeBy {
+			c.endGoodbyeLocked() // the client did not take it in time
+		} else {
+			c.p.wheel.schedule(c, c.byeBy, false)
+		}
+		return
+	}
 	if c.state.has(closing) {
 		return
 	}
@@ -348,6 +376,75 @@ func (c *pollStream) closeLocked(reason CloseReason, retry time.Duration) {
 	c.p.enqueueClose(c)
 }
 
+// sayGoodbyeLocked starts the goodbye of a stream closed on purpose: the rest of a partly
+// written frame, then the retry: frame — with no chunked terminator after it: clients must
+// see the stream fail and come back, and some (r3labs/sse) treat a clean end as "done" and
+// never reconnect — or, for a revoked key, the chunked terminator (a clean end: reconnecting
+// would only earn a 401). It reports whether the stream can be closed now: nothing owed,
+// all of it written, the socket failed, or the poller stopped. Otherwise the stream lingers
+// under epoll for writability until the write timeout, counted from when its frame stalled.
+func (c *pollStream) sayGoodbyeLocked(now int64) bool {
+	switch {
+	case c.retry > 0:
+		c.bye = wire.Chunk(wire.Retry(c.retry))
+	case c.reason == CloseRevoked:
+		c.bye = wire.ChunkTerminator
+	default:
+		return true // a client that left or stalled: nothing more to say
+	}
+	if c.writeGoodbyeLocked() {
+		return true
+	}
+	start := now
+	if c.out != nil {
+		start = c.stalledAt
+	}
+	c.byeBy = start + int64(c.p.srv.cfg.WriteTimeout)
+	if now >= c.byeBy || !c.p.linger(c) {
+		return true
+	}
+	c.state.set(lingering)
+	c.p.wheel.schedule(c, c.byeBy, false)
+	return false
+}
+
+// writeGoodbyeLocked writes what the socket takes of the goodbye (out, then bye) without
+// blocking. It reports whether nothing is left to do: all written, or the socket failed.
+func (c *pollStream) writeGoodbyeLocked() bool {
+	for _, b := range []*[]byte{&c.out, &c.bye} {
+		for len(*b) > 0 {
+			n, err := unix.Write(c.fd, *b)
+			if n > 0 {
+				*b = (*b)[n:]
+			}
+			switch {
+			case err == nil, errors.Is(err, unix.EINTR):
+			case errors.Is(err, unix.EAGAIN):
+				return false
+			default:
+				c.out, c.bye = nil, nil
+				return true
+			}
+		}
+		*b = nil
+	}
+	if c.retry > 0 {
+		c.p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+	}
+	return true
+}
+
+// endGoodbyeLocked ends a lingering stream's goodbye (written, failed, or given up): out of
+// epoll at once, since a writable socket keeps reporting, and to the closer, whose finish
+// closes it.
+func (c *pollStream) endGoodbyeLocked() {
+	if c.state.has(finished) {
+		return
+	}
+	c.p.ctl(unix.EPOLL_CTL_DEL, c.fd, nil)
+	c.p.enqueueClose(c)
+}
+
 // finish carries out a close, on the closer's goroutine (or the handler's, for a stream
 // closed while opening): a polite goodbye if the socket can take it, then the close, and the
 // bookkeeping.
@@ -365,19 +462,12 @@ func (c *pollStream) finish() {
 		c.mu.Unlock()
 		return
 	}
-	c.state.set(finished)
-	switch {
-	case c.out != nil:
-	case c.retry > 0:
-		// The retry: frame, and then no chunked terminator: clients must see the stream
-		// fail and come back. Some (r3labs/sse) treat a clean end as "done" and never
-		// reconnect.
-		_, _ = unix.Write(c.fd, wire.Chunk(wire.Retry(c.retry)))
-		p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
-	case c.reason == CloseRevoked:
-		// A clean end: the key is gone, reconnecting would only earn a 401.
-		_, _ = unix.Write(c.fd, wire.ChunkTerminator)
+	if !c.state.has(lingering) && !c.sayGoodbyeLocked(time.Now().UnixNano()) {
+		// The epoll loop writes the rest as the socket takes it, and calls finish again.
+		c.mu.Unlock()
+		return
 	}
+	c.state.set(finished)
 	sub := c.sub
 	c.sub = nil
 	reason := c.reason

@@ -156,6 +156,7 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[uint64]stream  // guarded by mu: admitted streams by id; nil until registered
 	perIP   map[netip.Addr]int // guarded by mu: admitted streams per client address
+	emptied chan struct{}      // guarded by mu: set by Drain, closed when streams empties
 }
 
 // stream is what the registry needs of an open stream, whichever path serves it.
@@ -357,19 +358,25 @@ func (s *Server) admit(b *streamBase) (status int, msg string, retryAfter int) {
 // unadmit undoes admit for a stream that never opened.
 func (s *Server) unadmit(b *streamBase) {
 	s.mu.Lock()
-	delete(s.streams, b.id)
-	s.decIPLocked(b.ip)
+	s.dropLocked(b)
 	s.mu.Unlock()
 	if b.release != nil {
 		b.release()
 	}
 }
 
-func (s *Server) decIPLocked(ip netip.Addr) {
-	if s.perIP[ip] <= 1 {
-		delete(s.perIP, ip)
+// dropLocked removes an admitted stream from the registry, and tells a waiting Drain when
+// it was the last.
+func (s *Server) dropLocked(b *streamBase) {
+	delete(s.streams, b.id)
+	if s.perIP[b.ip] <= 1 {
+		delete(s.perIP, b.ip)
 	} else {
-		s.perIP[ip]--
+		s.perIP[b.ip]--
+	}
+	if s.emptied != nil && len(s.streams) == 0 {
+		close(s.emptied)
+		s.emptied = nil
 	}
 }
 
@@ -395,8 +402,7 @@ func (s *Server) register(st stream) {
 func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason) {
 	s.hub.Unsubscribe(sub)
 	s.mu.Lock()
-	delete(s.streams, b.id)
-	s.decIPLocked(b.ip)
+	s.dropLocked(b)
 	s.mu.Unlock()
 	if b.release != nil {
 		b.release()
@@ -427,8 +433,29 @@ func (s *Server) subscribe(ctx context.Context, sink hub.Sink, channels []string
 
 // Drain closes every open stream, spread evenly over window in random order, each with a
 // jittered "retry:" so that clients reconnect (to another instance) gradually rather than
-// in one burst. New streams are refused with 503 from the moment Drain is called.
+// in one burst. New streams are refused with 503 from the moment Drain is called. It then
+// waits until every stream has had its goodbye (at most the write timeout for a client
+// that does not read) and is gone, or ctx ends.
 func (s *Server) Drain(ctx context.Context, window time.Duration) {
+	s.closeSpread(ctx, window)
+	s.mu.Lock()
+	if len(s.streams) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.emptied == nil {
+		s.emptied = make(chan struct{})
+	}
+	emptied := s.emptied
+	s.mu.Unlock()
+	select {
+	case <-emptied:
+	case <-ctx.Done():
+	}
+}
+
+// closeSpread is Drain's schedule: every stream closed, evenly over window.
+func (s *Server) closeSpread(ctx context.Context, window time.Duration) {
 	s.draining.Store(true)
 	s.mu.Lock()
 	all := make([]stream, 0, len(s.streams))
