@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -35,9 +36,15 @@ type Config struct {
 	KeysFile string
 	// KeysRedis also accepts keys managed in Redis (--keys-redis; needs RedisURL).
 	KeysRedis bool
-	// AdminToken is the bearer token of POST /v1/publish; empty generates one, logged once
-	// (--admin-token).
+	// AdminToken is the bearer token of POST /v1/publish; empty (and no AdminTokenFile)
+	// generates one, logged once (--admin-token).
 	AdminToken string
+	// AdminTokenFile is a file holding the admin token (a mounted secret), so that it is on
+	// no command line; one trailing newline is ignored (--admin-token-file).
+	AdminTokenFile string
+	// RedisPasswordFile is a file holding the Redis password, which overrides the one in
+	// RedisURL; one trailing newline is ignored (--redis-password-file).
+	RedisPasswordFile string
 	// Heartbeat, WriteTimeout, MaxChannels, MaxStreamsPerIP, AcceptRate, MaxLifetime and
 	// SendBuffer are the stream server's (--heartbeat, --write-timeout, --max-channels,
 	// --max-streams-per-ip, --accept-rate, --max-lifetime, --send-buffer; see stream.Config).
@@ -110,6 +117,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-payload %d: must be at least 256", c.MaxPayload)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
+	case c.AdminToken != "" && c.AdminTokenFile != "":
+		return errors.New("--admin-token and --admin-token-file: give one")
+	case c.RedisPasswordFile != "" && c.RedisURL == "":
+		return errors.New("--redis-password-file needs --redis-url")
 	case c.KeysRedis && c.RedisURL == "":
 		return errors.New("--keys-redis needs --redis-url")
 	case c.MaxStreamsPerKey > 0 && c.RedisURL == "":
@@ -138,6 +149,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ReadSecret reads a secret from the file the flag flagName names; one trailing newline
+// (which editors and `kubectl create secret --from-file` leave) is not part of it.
+func ReadSecret(flagName, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("%s %s: the file is empty", flagName, path)
+	}
+	return s, nil
 }
 
 func (c *Config) trustedProxies() ([]netip.Prefix, error) {

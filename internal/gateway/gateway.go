@@ -79,6 +79,13 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = stream.DefaultMaxStreams()
 	}
+	if cfg.AdminTokenFile != "" {
+		t, err := ReadSecret("--admin-token-file", cfg.AdminTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdminToken = t
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, reload: make(chan struct{}, 1)}
 	if g.reg == nil {
 		g.reg = prometheus.NewRegistry()
@@ -102,9 +109,9 @@ func (g *Gateway) build() error {
 		m := store.NewMemory(g.hub, storeCfg)
 		g.broker = broker{publisher: m, latest: m, run: m.Run, ready: m.Ready}
 	} else {
-		o, err := redisconn.Parse(cfg.RedisURL)
+		o, err := RedisOptions(cfg.RedisURL, cfg.RedisPasswordFile)
 		if err != nil {
-			return fmt.Errorf("--redis-url: %w", err)
+			return err
 		}
 		g.rdb = redisconn.Open(o, "sse-gateway-"+cfg.InstanceID)
 		st := store.NewRedis(g.rdb, storeCfg)
@@ -269,6 +276,32 @@ loop:
 // instance is not ready before it has read them: it would refuse every stream with 401.
 func (g *Gateway) ready() bool {
 	return g.broker.ready() && !g.streams.Draining() && (g.redisKeys == nil || g.redisKeys.Loaded())
+}
+
+// RedisOptions parses a --redis-url and, when passwordFile is set (--redis-password-file),
+// makes it authenticate to its data nodes with the file's password instead of the URL's (a
+// Sentinel's own password stays the URL's sentinel_password).
+func RedisOptions(redisURL, passwordFile string) (*redisconn.Options, error) {
+	o, err := redisconn.Parse(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	if passwordFile == "" {
+		return o, nil
+	}
+	password, err := ReadSecret("--redis-password-file", passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case o.Standalone != nil:
+		o.Standalone.Password = password
+	case o.Cluster != nil:
+		o.Cluster.Password = password
+	case o.Failover != nil:
+		o.Failover.Password = password
+	}
+	return o, nil
 }
 
 func brokerName(redisURL string) string {

@@ -34,13 +34,13 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 }
 
 // metricsMux serves --metrics-addr: /metrics, and /debug/pprof when enabled (never on the
-// public listener).
+// public listener). Of pprof, /debug/pprof/cmdline is not served: a command line may hold
+// secrets (--admin-token, a password in --redis-url).
 func metricsMux(metrics http.Handler, withPprof bool) http.Handler {
 	mr := http.NewServeMux()
 	mr.Handle("/metrics", metrics)
 	if withPprof {
 		mr.HandleFunc("/debug/pprof/", pprof.Index)
-		mr.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mr.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mr.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mr.HandleFunc("/debug/pprof/trace", pprof.Trace)
