@@ -51,6 +51,7 @@ func serveFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on --metrics-addr (never on --addr)")
 	fs.IntVar(&cfg.SendBuffer, "send-buffer", 64<<10, "kernel send buffer per stream socket in bytes (SO_SNDBUF): bounds what a client that stops reading pins; -1 leaves it to the kernel")
 	fs.StringVar(&cfg.MetricsChannels, "metrics-channels", "", "comma-separated channel patterns ('*' wildcard) whose names may appear as metric labels (sse_gateway_channel_*); empty: none")
+	fs.IntVar(&cfg.MetricsChannelsMax, "metrics-channels-max", 1000, "most channels with per-channel series at a time (a channel's series go with its last stream)")
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "name of this instance in logs and probes; empty uses hostname and pid")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "a connection that has not sent complete request headers in this time is closed (slowloris)")
 }

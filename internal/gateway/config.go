@@ -91,6 +91,9 @@ type Config struct {
 	// MetricsChannels is the comma-separated channel patterns whose names may be metric
 	// labels (--metrics-channels).
 	MetricsChannels string
+	// MetricsChannelsMax bounds how many channels have per-channel series at a time
+	// (--metrics-channels-max; see hub.Config.MaxLabeledChannels).
+	MetricsChannelsMax int
 
 	// Version is the build's version, exported as sse_gateway_build_info.
 	Version string
@@ -131,6 +134,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--probe-interval %s: must be at least 50ms", c.ProbeInterval)
 	case c.ReadHeaderTimeout < 10*time.Millisecond:
 		return fmt.Errorf("--read-header-timeout %s: must be at least 10ms", c.ReadHeaderTimeout)
+	case c.MetricsChannelsMax < 1:
+		return fmt.Errorf("--metrics-channels-max %d: must be at least 1 (an empty --metrics-channels labels none)", c.MetricsChannelsMax)
 	case c.LatestTTL < 0:
 		return fmt.Errorf("--latest-ttl must not be negative, got %v", c.LatestTTL)
 	case c.LatestTTL > 0 && c.LatestTTL < time.Millisecond:

@@ -14,6 +14,7 @@ func valid() Config {
 		Addr: ":8080", Heartbeat: 15 * time.Second, WriteTimeout: 10 * time.Second, Drain: 10 * time.Second,
 		MaxChannels: 10, MaxPayload: 64 << 10, ProbeInterval: 2 * time.Second, LogFormat: "json",
 		ReadHeaderTimeout: 5 * time.Second, LatestTTL: 168 * time.Hour, ChannelPrefix: "sse:", KeyPrefix: "sse-gateway:",
+		MetricsChannelsMax: 1000,
 	}
 }
 
@@ -44,6 +45,7 @@ func TestConfigValidate(t *testing.T) {
 		{"--trusted-proxies", func(c *Config) { c.TrustedProxies = "10.0.0.0/8, nonsense" }},
 		{"--admin-token-file", func(c *Config) { c.AdminToken, c.AdminTokenFile = "t", "f" }},
 		{"--redis-password-file", func(c *Config) { c.RedisPasswordFile = "f" }},
+		{"--metrics-channels-max", func(c *Config) { c.MetricsChannelsMax = 0 }},
 	} {
 		c := valid()
 		tc.edit(&c)

@@ -92,7 +92,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	g.reg.MustRegister(buildInfo(cfg.Version))
-	g.hub = hub.New(hub.Config{LabelChannel: labelChannels(cfg.MetricsChannels)}, g.reg)
+	g.hub = hub.New(hub.Config{LabelChannel: labelChannels(cfg.MetricsChannels), MaxLabeledChannels: cfg.MetricsChannelsMax}, g.reg)
 	if err := g.build(); err != nil {
 		g.close()
 		return nil, err

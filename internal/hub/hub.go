@@ -73,6 +73,11 @@ type Config struct {
 	// (sse_gateway_channel_*). Nil labels none: channel names are unbounded, so an operator
 	// opts channels in explicitly.
 	LabelChannel func(channel string) bool
+	// MaxLabeledChannels bounds how many channels have per-channel series at a time
+	// (default 1000): a wildcard in the allow-list lets clients choose channel names. A
+	// channel created while the bound is reached has none for its life; a channel's series
+	// are deleted when its last subscription goes.
+	MaxLabeledChannels int
 }
 
 // Hub routes messages to subscriptions. All methods are safe for concurrent use.
@@ -96,6 +101,8 @@ type Hub struct {
 
 	wg   sync.WaitGroup // the workers
 	once sync.Once      // Close
+
+	labeled atomic.Int64 // channels that have per-channel series now
 }
 
 type shard struct {
@@ -148,6 +155,9 @@ func New(cfg Config, reg prometheus.Registerer) *Hub {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxLabeledChannels <= 0 {
+		cfg.MaxLabeledChannels = 1000
 	}
 	h := &Hub{
 		seed:    maphash.MakeSeed(),
@@ -216,7 +226,7 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		sh.mu.Lock()
 		ch := sh.chans[name]
 		if ch == nil {
-			ch = &channel{name: name, labeled: h.cfg.LabelChannel != nil && h.cfg.LabelChannel(name)}
+			ch = &channel{name: name, labeled: h.labelNew(name)}
 			sh.chans[name] = ch
 		}
 		ch.refs++
@@ -241,6 +251,20 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 	}
 	h.metrics.subscriptions.Inc()
 	return s, unseeded
+}
+
+// labelNew reports whether a channel being created gets per-channel series: the policy
+// allows its name and fewer than MaxLabeledChannels channels have them. The caller holds
+// the channel's shard lock.
+func (h *Hub) labelNew(name string) bool {
+	if h.cfg.LabelChannel == nil || !h.cfg.LabelChannel(name) {
+		return false
+	}
+	if h.labeled.Add(1) > int64(h.cfg.MaxLabeledChannels) {
+		h.labeled.Add(-1)
+		return false
+	}
+	return true
 }
 
 // Unsubscribe removes s from all its channels. It is idempotent.
@@ -275,6 +299,13 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 		ch.refs--
 		if ch.refs == 0 && sh.chans[ch.name] == ch {
 			delete(sh.chans, ch.name)
+			if ch.labeled {
+				// Under the shard lock: a channel of the same name created after this
+				// starts its series afresh, never has them deleted under it.
+				h.metrics.chanSubs.DeleteLabelValues(ch.name)
+				h.metrics.chanEvents.DeleteLabelValues(ch.name)
+				h.labeled.Add(-1)
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -331,7 +362,9 @@ func (h *Hub) publish(m *Message, seed bool) int {
 	ch.latest = m
 	ch.seeded = true
 	n := h.fanoutLocked(ch.slots, m)
-	if ch.labeled {
+	if ch.labeled && n > 0 {
+		// Only while it has subscribers: a publish racing the last unsubscribe must not
+		// bring back the series that unsubscribe deletes.
 		h.metrics.chanEvents.WithLabelValues(ch.name).Inc()
 	}
 	if !m.Received.IsZero() {
