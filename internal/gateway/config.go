@@ -57,7 +57,7 @@ type Config struct {
 	SendBuffer      int
 	// Drain is the window over which open streams are closed at shutdown (--drain).
 	Drain time.Duration
-	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any
+	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any, empty none
 	// (--allowed-origins).
 	AllowedOrigins string
 	// MaxPayload is the largest accepted publish payload in bytes (--max-payload).

@@ -24,7 +24,7 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 		httperr.Write(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	r.Handle("/event-stream", g.streams)
-	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload}).Methods(http.MethodPost)
+	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload, ClientAddr: g.streams.ClientAddr}).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", health.Live).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", health.Readiness).Methods(http.MethodGet, http.MethodHead)
 	if g.cfg.MetricsAddr == "" {

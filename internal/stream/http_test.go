@@ -81,7 +81,7 @@ func TestStreamHeadersHTTP1(t *testing.T) {
 }
 
 func TestStreamHeadersHTTP2(t *testing.T) {
-	e := startEnv(t, mode{name: "h2", h2: true}, Config{})
+	e := startEnv(t, mode{name: "h2", h2: true}, Config{AllowedOrigins: []string{"*"}})
 	c := e.connect(e.url(secretAll, "c"), http.Header{"Origin": {"https://any.example"}})
 	r := c.resp
 	if r.ProtoMajor != 2 {
@@ -171,11 +171,26 @@ func TestCORS(t *testing.T) {
 	}
 }
 
-func TestCORSAnyOriginByDefault(t *testing.T) {
-	e := startEnv(t, modes[0], Config{})
-	s := e.connect(e.url(secretAll, "c"), http.Header{"Origin": {"https://whatever.example"}})
-	if got := s.resp.Header.Get("Access-Control-Allow-Origin"); got != "https://whatever.example" {
-		t.Fatalf("ACAO %q", got)
+// "*" echoes any origin but the opaque "null" (which any sandboxed page can send); no
+// allowed origins means none, not all.
+func TestCORSWildcardAndNone(t *testing.T) {
+	for _, tc := range []struct {
+		allowed []string
+		origin  string
+		want    string
+	}{
+		{[]string{"*"}, "https://whatever.example", "https://whatever.example"},
+		{[]string{"*"}, "null", ""},
+		{[]string{"https://a.example", "null"}, "null", ""},
+		{nil, "https://whatever.example", ""},
+		{[]string{""}, "https://whatever.example", ""},
+	} {
+		e := startEnv(t, modes[0], Config{AllowedOrigins: tc.allowed})
+		s := e.connect(e.url(secretAll, "c"), http.Header{"Origin": {tc.origin}})
+		if got := s.resp.Header.Get("Access-Control-Allow-Origin"); got != tc.want {
+			t.Errorf("allowed %q, Origin %q: Access-Control-Allow-Origin %q, want %q", tc.allowed, tc.origin, got, tc.want)
+		}
+		s.close()
 	}
 }
 

@@ -72,11 +72,14 @@ type Config struct {
 	// MaxChannels is the most channels one stream may ask for (default 10, at most 256).
 	MaxChannels int
 	// AllowedOrigins lists the CORS origins whose requests get credentials-enabled CORS
-	// headers; empty or containing "*" allows any origin (echoed, never a wildcard).
+	// headers; "*" allows any origin (echoed, never a wildcard); empty allows none. The
+	// opaque origin "null" (sandboxed frames, file: pages) is never allowed: any page can
+	// send it.
 	AllowedOrigins []string
 	// MaxStreams caps this instance's open streams; over it requests get 503 (0: no cap).
 	MaxStreams int
-	// MaxStreamsPerIP caps streams per client address on this instance; 429 (0: no cap).
+	// MaxStreamsPerIP caps streams per client address (an IPv6 /64 counts as one) on this
+	// instance; 429 (0: no cap).
 	MaxStreamsPerIP int
 	// AcceptRate limits new streams per second on this instance; 429 (0: no limit).
 	AcceptRate float64
@@ -172,7 +175,7 @@ type stream interface {
 type streamBase struct {
 	id       uint64
 	grant    auth.Grant
-	ip       netip.Addr
+	ip       netip.Addr // the client's address as per-address limits count it (ClientAddr)
 	protocol string
 	sub      *hub.Subscription
 	expires  time.Time // zero: no lifetime limit
@@ -205,9 +208,6 @@ func New(cfg Config, h *hub.Hub, a Authorizer, st Store, quota KeyQuota, log *sl
 		} else if o != "" {
 			s.origins[o] = true
 		}
-	}
-	if len(s.origins) == 0 {
-		s.anyOrigin = true
 	}
 	if cfg.AcceptRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.AcceptRate), max(1, int(cfg.AcceptRate)))
@@ -277,7 +277,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusForbidden, err.Error())
 		return
 	}
-	ip := s.clientIP(r)
+	ip := s.ClientAddr(r)
 	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: gen, channels: req.channels}
 	if status, msg, retry := s.admit(b); status != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
