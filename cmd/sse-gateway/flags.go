@@ -27,7 +27,7 @@ func serveFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.StringVar(&cfg.KeyPrefix, "redis-key-prefix", store.DefaultKeyPrefix, "prefix of the Redis keys the gateway stores (latest event per channel, keys, quotas)")
 	fs.DurationVar(&cfg.LatestTTL, "latest-ttl", store.DefaultLatestTTL, "how long the newest event of a channel is kept in Redis for resuming streams")
 	fs.StringVar(&cfg.KeysFile, "keys-file", "", `JSON keys file {"keys":[{"name":"prod","key":"<secret>","channels":["dvc_server_*"]}]}, reloaded on SIGHUP; empty (and no --keys-redis) generates one key at start`)
-	fs.BoolVar(&cfg.KeysRedis, "keys-redis", false, "also accept keys managed in Redis with `sse-gateway keys` (needs --redis-url)")
+	fs.BoolVar(&cfg.KeysRedis, "keys-redis", false, "also accept keys managed in Redis with 'sse-gateway keys' (needs --redis-url)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for POST /v1/publish; empty (and no --admin-token-file) generates one at start and logs it")
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the admin token (a mounted secret, kept off the command line); a trailing newline is ignored")
 	fs.StringVar(&cfg.RedisPasswordFile, "redis-password-file", "", "file holding the Redis password (a mounted secret), overriding the one in --redis-url; a trailing newline is ignored")

@@ -107,6 +107,7 @@ func (g *Gateway) build() error {
 	storeCfg := store.Config{ChannelPrefix: cfg.ChannelPrefix, KeyPrefix: cfg.KeyPrefix, LatestTTL: cfg.LatestTTL}
 	if cfg.RedisURL == "" {
 		m := store.NewMemory(g.hub, storeCfg)
+		m.Register(g.reg)
 		g.broker = broker{publisher: m, latest: m, run: m.Run, ready: m.Ready}
 	} else {
 		o, err := RedisOptions(cfg.RedisURL, cfg.RedisPasswordFile)
