@@ -329,7 +329,7 @@ func (g *Gateway) listen() ([]*http.Server, []net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
-	servers, listeners := []*http.Server{public}, []net.Listener{ln}
+	servers, listeners := []*http.Server{public}, []net.Listener{g.streams.Listener(ln)}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

@@ -105,8 +105,12 @@ func (l *loopStream) run(w http.ResponseWriter, rc *http.ResponseController, r *
 	for {
 		select {
 		case <-r.Context().Done():
-			l.close(CloseClient, 0)
-			return CloseClient
+			reason := CloseClient
+			if kernelTimedOut(r.Context()) {
+				reason = CloseSlow // TCP_USER_TIMEOUT: a client that stopped reading
+			}
+			l.close(reason, 0)
+			return reason
 		case <-l.done:
 			l.mu.Lock()
 			reason, retry := l.reason, l.retry
