@@ -33,6 +33,7 @@ func serveFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.StringVar(&cfg.RedisPasswordFile, "redis-password-file", "", "file holding the Redis password (a mounted secret), overriding the one in --redis-url; a trailing newline is ignored")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 15*time.Second, "interval of heartbeat comment lines on a quiet stream")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 10*time.Second, "a stream whose write cannot complete in this time is closed as slow")
+	fs.BoolVar(&cfg.ReplayOnConnect, "replay-on-connect", true, "send a stream that opens without Last-Event-ID each channel's newest event: closes the race between an SDK's config fetch and its stream, at one conditional CDN request (a 304) per connect of an SDK that refetches on every event (the Python server SDK); false sends only what is published after it opened")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, open streams are closed spread over this window")
 	fs.StringVar(&cfg.AllowedOrigins, "allowed-origins", "*", "comma-separated CORS origins allowed to open streams with credentials; * allows any (the origin is echoed, never 'null'); empty allows none")
 	fs.IntVar(&cfg.MaxChannels, "max-channels", 10, "most channels one stream may subscribe to (at most 256)")

@@ -55,6 +55,9 @@ type Config struct {
 	AcceptRate      float64
 	MaxLifetime     time.Duration
 	SendBuffer      int
+	// ReplayOnConnect sends a stream that opens without a Last-Event-ID each channel's
+	// newest event (--replay-on-connect; see stream.Config.NoReplay for the trade-off).
+	ReplayOnConnect bool
 	// Drain is the window over which open streams are closed at shutdown (--drain).
 	Drain time.Duration
 	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any, empty none

@@ -14,7 +14,7 @@ func valid() Config {
 		Addr: ":8080", Heartbeat: 15 * time.Second, WriteTimeout: 10 * time.Second, Drain: 10 * time.Second,
 		MaxChannels: 10, MaxPayload: 64 << 10, ProbeInterval: 2 * time.Second, LogFormat: "json",
 		ReadHeaderTimeout: 5 * time.Second, LatestTTL: 168 * time.Hour, ChannelPrefix: "sse:", KeyPrefix: "sse-gateway:",
-		MetricsChannelsMax: 1000,
+		MetricsChannelsMax: 1000, ReplayOnConnect: true,
 	}
 }
 

@@ -151,6 +151,7 @@ func (g *Gateway) build() error {
 		MaxLifetime:     cfg.MaxLifetime,
 		TrustedProxies:  proxies,
 		SendBuffer:      cfg.SendBuffer,
+		NoReplay:        !cfg.ReplayOnConnect,
 	}, g.hub, g.keys, g.broker.latest, keyQuota, log, g.reg)
 	if err != nil {
 		return err

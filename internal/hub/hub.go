@@ -137,6 +137,9 @@ type Subscription struct {
 	pos  []int
 	sent []Version
 	gone atomic.Bool // set by the first Unsubscribe
+	// fromNow: the sink takes what is published after it subscribed, not the newest
+	// message the hub holds or the store seeds at its subscription. Immutable.
+	fromNow bool
 }
 
 type task struct {
@@ -214,11 +217,25 @@ func (h *Hub) shard(name string) *shard {
 // for a fresh client). It returns the indexes of channels whose newest message the hub has
 // never looked up, so the caller can fetch it from the store and call Seed.
 func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscription, []int) {
+	return h.subscribe(sink, channels, floor, false)
+}
+
+// SubscribeFromNow registers sink on channels for what is published from now on: the newest
+// message the hub holds is not offered, nor the one a Seed brings for a channel while this
+// subscription has been offered nothing on it (a store lookup answering after it
+// subscribed). Like Subscribe, it returns the channels to seed: the hub still needs their
+// newest message to order what comes next.
+func (h *Hub) SubscribeFromNow(sink Sink, channels []string) (*Subscription, []int) {
+	return h.subscribe(sink, channels, Version{}, true)
+}
+
+func (h *Hub) subscribe(sink Sink, channels []string, floor Version, fromNow bool) (*Subscription, []int) {
 	s := &Subscription{
-		sink:  sink,
-		chans: make([]*channel, len(channels)),
-		pos:   make([]int, len(channels)),
-		sent:  make([]Version, len(channels)),
+		sink:    sink,
+		chans:   make([]*channel, len(channels)),
+		pos:     make([]int, len(channels)),
+		sent:    make([]Version, len(channels)),
+		fromNow: fromNow,
 	}
 	var unseeded []int
 	for i, name := range channels {
@@ -245,7 +262,9 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		}
 		if m := ch.latest; m != nil && floor.Less(m.Version) {
 			s.sent[i] = m.Version
-			sink.Offer(i, m)
+			if !fromNow {
+				sink.Offer(i, m)
+			}
 		}
 		ch.mu.Unlock()
 	}
@@ -361,6 +380,15 @@ func (h *Hub) publish(m *Message, seed bool) int {
 	}
 	ch.latest = m
 	ch.seeded = true
+	if seed {
+		// What the store had when a stream subscribed is no news to a subscription that
+		// asked for what comes from now on and has been offered nothing on this channel.
+		for _, sl := range ch.slots {
+			if s := sl.sub; s.fromNow && s.sent[sl.idx].IsZero() {
+				s.sent[sl.idx] = m.Version
+			}
+		}
+	}
 	n := h.fanoutLocked(ch.slots, m)
 	if ch.labeled && n > 0 {
 		// Only while it has subscribers: a publish racing the last unsubscribe must not

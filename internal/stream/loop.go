@@ -51,7 +51,7 @@ func (l *loopStream) close(reason CloseReason, retry time.Duration) {
 	close(l.done)
 }
 
-func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, floor hub.Version) {
+func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, from start) {
 	b.protocol = protoHTTP1
 	if r.ProtoMajor >= 2 {
 		b.protocol = protoH2
@@ -66,7 +66,7 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 	// Subscribed before the headers go out: once a client sees 200, nothing published after
 	// that can miss it. Offers only fill pending until run writes them.
 	s.register(l)
-	sub, seed := s.subscribe(r.Context(), l, channels, floor)
+	sub, seed := s.subscribe(r.Context(), l, channels, from)
 	l.sub = sub
 	rc := http.NewResponseController(w)
 	s.writeHeaders(w, r)

@@ -87,7 +87,7 @@ type pollStream struct {
 // takeOver runs a hijacked stream's opening on the handler's goroutine: it registers the
 // stream, puts it under epoll, subscribes it, and writes head; from then on the stream has no
 // goroutine of its own.
-func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, floor hub.Version, head []byte) {
+func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, from start, head []byte) {
 	s := p.srv
 	ps := &pollStream{
 		streamBase: *b,
@@ -112,7 +112,7 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 		ps.finish() // the closer may be gone; finish is idempotent
 		return
 	}
-	sub, seed := s.subscribe(ctx, ps, channels, floor)
+	sub, seed := s.subscribe(ctx, ps, channels, from)
 	ps.mu.Lock()
 	closed := ps.state.has(closing)
 	if !closed {

@@ -95,6 +95,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// NoTakeover keeps every stream on the net/http path (one goroutine per stream).
 	NoTakeover bool
+	// NoReplay: a stream that opens without a Last-Event-ID header gets only what is
+	// published after it subscribed, not each channel's newest event (the default, which
+	// closes the race between an SDK fetching its config and opening its stream, and costs
+	// one conditional CDN request per connect of an SDK that refetches on every event). A
+	// stream with a Last-Event-ID is resumed either way.
+	NoReplay bool
 	// SendBuffer fixes each stream socket's kernel send buffer (SO_SNDBUF, which the kernel
 	// doubles) in bytes, bounding what a client that stops reading can pin (default 64 KiB;
 	// negative leaves the kernel's autotuning on).
@@ -160,6 +166,13 @@ type Server struct {
 	streams map[uint64]stream  // guarded by mu: admitted streams by id; nil until registered
 	perIP   map[netip.Addr]int // guarded by mu: admitted streams per client address
 	emptied chan struct{}      // guarded by mu: set by Drain, closed when streams empties
+}
+
+// start is where a stream starts: after floor, the version its Last-Event-ID names (zero:
+// with each channel's newest), or, with now, at what is published after it subscribed.
+type start struct {
+	floor hub.Version
+	now   bool
 }
 
 // stream is what the registry needs of an open stream, whichever path serves it.
@@ -313,13 +326,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f := 0.8 + 0.2*rand.Float64()
 		b.expires = time.Now().Add(time.Duration(f * float64(s.cfg.MaxLifetime)))
 	}
-	floor := hub.Version{}
-	if len(req.channels) == 1 {
+	var from start
+	lastID := r.Header.Values("Last-Event-ID")
+	switch {
+	case len(lastID) == 0 && s.cfg.NoReplay:
+		// A fresh connect, and the operator chose not to replay (see Config.NoReplay).
+		from.now = true
+	case len(req.channels) == 1 && len(lastID) > 0:
 		// With one channel, Last-Event-ID says exactly which version the client holds. With
-		// several it cannot (one id for many channels), so each channel's newest is sent and
-		// SDKs skip what they already have by ETag.
-		if v, ok := wire.ParseEventID(r.Header.Get("Last-Event-ID")); ok {
-			floor = v
+		// several it cannot (one id for many channels), so each channel's newest is sent
+		// (the Node and JS SDKs skip an ETag they hold; the Python one refetches, which the
+		// CDN answers 304).
+		if v, ok := wire.ParseEventID(lastID[0]); ok {
+			from.floor = v
 		}
 	}
 	if r.Method == http.MethodHead {
@@ -329,10 +348,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.poller != nil && r.ProtoMajor == 1 && r.ProtoMinor == 1 && r.TLS == nil {
-		s.serveTakeover(w, r, b, req.channels, floor)
+		s.serveTakeover(w, r, b, req.channels, from)
 		return
 	}
-	s.serveLoop(w, r, b, req.channels, floor)
+	s.serveLoop(w, r, b, req.channels, from)
 }
 
 // admit applies the instance-local limits and registers the stream's address. A refusal
@@ -413,8 +432,14 @@ func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason
 
 // subscribe registers the stream in the hub and seeds channels the hub has not seen from
 // the store, so a fresh stream gets each channel's newest event at once.
-func (s *Server) subscribe(ctx context.Context, sink hub.Sink, channels []string, floor hub.Version) (*hub.Subscription, func()) {
-	sub, unseeded := s.hub.Subscribe(sink, channels, floor)
+func (s *Server) subscribe(ctx context.Context, sink hub.Sink, channels []string, from start) (*hub.Subscription, func()) {
+	var sub *hub.Subscription
+	var unseeded []int
+	if from.now {
+		sub, unseeded = s.hub.SubscribeFromNow(sink, channels)
+	} else {
+		sub, unseeded = s.hub.Subscribe(sink, channels, from.floor)
+	}
 	seed := func() {
 		for _, i := range unseeded {
 			lctx, cancel := context.WithTimeout(ctx, s.cfg.SeedTimeout)
