@@ -22,7 +22,7 @@ func TestDrainCompletesFrameThenRetry(t *testing.T) {
 	t.Parallel()
 	const (
 		ch    = "goodbye"
-		pad   = 30000 // a frame of ~60 KB: far more than the small socket buffers take
+		pad   = 30000 // a frame of ~30 KB: far more than the small socket buffers take
 		drain = time.Second
 		wt    = 3 * time.Second
 	)
