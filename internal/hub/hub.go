@@ -389,12 +389,13 @@ func (h *Hub) publish(m *Message, seed bool) int {
 			}
 		}
 	}
-	n := h.fanoutLocked(ch.slots, m)
-	if ch.labeled && n > 0 {
+	if ch.labeled && len(ch.slots) > 0 {
 		// Only while it has subscribers: a publish racing the last unsubscribe must not
-		// bring back the series that unsubscribe deletes.
+		// bring back the series that unsubscribe deletes. Before the writes, so that a
+		// client that has the event finds it counted.
 		h.metrics.chanEvents.WithLabelValues(ch.name).Inc()
 	}
+	n := h.fanoutLocked(ch.slots, m)
 	if !m.Received.IsZero() {
 		h.metrics.fanout.Observe(time.Since(m.Received).Seconds())
 	}
