@@ -34,8 +34,14 @@ func TestReplayOnConnect(t *testing.T) {
 				}
 				return versionOf(etag, lm)
 			}
-			v1 := publish(`"r1"`, base)
 			cs := newClients(t)
+			// A stream open before the first publish: once it has the event, so has the
+			// gateway, and the fresh stream below opens after it (an event still on its way
+			// to the gateway when a stream opens is news to that stream, replay or not).
+			watcher := cs.start(clientConfig{channels: ch, source: source(2), target: fixed(g.Addr)})
+			waitOpen(t, 10*time.Second, []*sseClient{watcher})
+			v1 := publish(`"r1"`, base)
+			waitHave(t, 10*time.Second, []*sseClient{watcher}, ch, v1)
 			fresh := cs.start(clientConfig{channels: ch, source: source(0), target: fixed(g.Addr)})
 			resuming := cs.start(clientConfig{channels: ch, source: source(1), target: fixed(g.Addr), lastID: versionOf(`"r0"`, base-1).String()})
 			waitOpen(t, 10*time.Second, []*sseClient{fresh, resuming})
