@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
 )
 
 // TestOperationsFlagTable keeps the flag reference in docs/OPERATIONS.md identical to the
@@ -81,4 +84,16 @@ func TestReadmeLayoutMatchesTree(t *testing.T) {
 	for name := range listed {
 		t.Errorf("the README's layout lists internal/%s, which does not exist", name)
 	}
+}
+
+// TestHelpNamesNoBogusTypes: the flag package prints a backquoted word of a usage string as
+// the flag's type (`-keys-redis sse-gateway keys`), so usages quote nothing with backquotes.
+func TestHelpNamesNoBogusTypes(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	serveFlags(fs, &gateway.Config{})
+	fs.VisitAll(func(f *flag.Flag) {
+		if name, _ := flag.UnquoteUsage(f); name != "" && name != "string" && name != "int" && name != "duration" && name != "float" && name != "value" {
+			t.Errorf("--help prints -%s %s: a backquoted word in its usage became its type", f.Name, name)
+		}
+	})
 }

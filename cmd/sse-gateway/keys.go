@@ -35,6 +35,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sse-gateway keys "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	redisURL := fs.String("redis-url", "", "Redis the gateways run with --keys-redis on (required)")
+	passwordFile := fs.String("redis-password-file", "", "file holding the Redis password, overriding the one in --redis-url")
 	prefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "the gateways' --redis-key-prefix")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	var name, channels *string
@@ -86,7 +87,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rdb, err := newRedisClient(*redisURL, "sse-gateway-keys")
+	rdb, err := newRedisClient(*redisURL, *passwordFile, "sse-gateway-keys")
 	if err != nil {
 		fmt.Fprintf(stderr, "sse-gateway keys %s: %v\n", sub, err)
 		return 2

@@ -140,3 +140,26 @@ func shardedMetrics(t *testing.T, c *http.Client) map[string]bool {
 	}
 	return out
 }
+
+// TestEmbeddedBrokerMetrics: without Redis the embedded broker exports the same event
+// counters as the Redis subscriber (events received, malformed by reason), so dashboards and
+// the malformed-events alert work on a single instance too. Before, it exported neither.
+func TestEmbeddedBrokerMetrics(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, "--metrics-addr", "127.0.0.1:0")
+	c := newClient(t)
+	g.waitReady(c)
+	g.publish(c, "embedded", `"e1"`, time.Now().UnixMilli())
+	g.publish(c, "embedded", `"e2"`, time.Now().UnixMilli()+1)
+	resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"sse_gateway_events_received_total 2\n", "# TYPE sse_gateway_events_malformed_total counter\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the embedded broker's /metrics lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sse-gateway/sse-gateway/internal/gateway"
 	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
@@ -30,7 +31,9 @@ func runPublish(args []string) int {
 	typ := fs.String("type", "refetchConfig", `event type SDKs read ("refetchConfig"); empty omits it`)
 	gatewayURL := fs.String("gateway", "http://127.0.0.1:8080", "gateway base URL, used without --redis-url")
 	token := fs.String("admin-token", "", "the gateway's admin token, used with --gateway")
+	tokenFile := fs.String("admin-token-file", "", "file holding the gateway's admin token, instead of --admin-token")
 	redisURL := fs.String("redis-url", "", "publish directly to this Redis instead of through a gateway")
+	passwordFile := fs.String("redis-password-file", "", "file holding the Redis password, overriding the one in --redis-url")
 	prefix := fs.String("redis-channel-prefix", store.DefaultChannelPrefix, "pub/sub prefix the gateways subscribe to")
 	keyPrefix := fs.String("redis-key-prefix", store.DefaultKeyPrefix, "prefix of the gateways' Redis keys")
 	ttl := fs.Duration("latest-ttl", store.DefaultLatestTTL, "how long Redis keeps the channel's newest event")
@@ -69,7 +72,7 @@ func runPublish(args []string) int {
 		// The outcome is reported below, once; go-redis' own lines (a failed dial during a
 		// failover) would only bury it.
 		redisconn.RouteLibraryLogs(slog.New(slog.DiscardHandler))
-		rdb, err := newRedisClient(*redisURL, "sse-gateway-publish")
+		rdb, err := newRedisClient(*redisURL, *passwordFile, "sse-gateway-publish")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
 			return 2
@@ -94,6 +97,12 @@ func runPublish(args []string) int {
 		}
 		report(payload.ID(), published)
 		return 0
+	}
+	if *tokenFile != "" {
+		if *token, err = gateway.ReadSecret("--admin-token-file", *tokenFile); err != nil {
+			fmt.Fprintln(os.Stderr, "sse-gateway publish:", err)
+			return 2
+		}
 	}
 	body, _ := json.Marshal(map[string]any{"channel": *channel, "data": json.RawMessage(payload.Raw)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*gatewayURL, "/")+"/v1/publish", bytes.NewReader(body))

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +43,11 @@ type Publish struct {
 	// MaxClockSkew is how far ahead of this instance's clock a payload's lastModified may
 	// be: a later one gets 400 (0 checks nothing).
 	MaxClockSkew time.Duration
+	// ClientAddr is the address wrong tokens are counted by (the gateway's: behind trusted
+	// proxies, the forwarded client; an IPv6 /64 as one). Nil: the peer's address.
+	ClientAddr func(*http.Request) netip.Addr
+
+	failures authFailures
 }
 
 // Authorized reports whether r carries the admin token. The comparison is on fixed-length
@@ -55,7 +62,15 @@ func Authorized(r *http.Request, token string) bool {
 }
 
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	addr, now := p.clientAddr(r), time.Now()
+	if wait, blocked := p.failures.blocked(addr, now); blocked {
+		// Not even checked: a right guess must look no different from a wrong one.
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		httperr.Write(w, http.StatusTooManyRequests, "too many wrong admin tokens from this address, retry later")
+		return
+	}
 	if !Authorized(r, p.Token) {
+		p.failures.fail(addr, now)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sse-gateway"`)
 		httperr.Write(w, http.StatusUnauthorized, "missing or wrong admin token")
 		return
@@ -133,6 +148,17 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ID        string `json:"id"`
 		Published bool   `json:"published"`
 	}{payload.ID(), published})
+}
+
+func (p *Publish) clientAddr(r *http.Request) netip.Addr {
+	if p.ClientAddr != nil {
+		return p.ClientAddr(r)
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // Health serves /healthz (the process is alive) and /readyz (it should get traffic).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -35,9 +36,15 @@ type Config struct {
 	KeysFile string
 	// KeysRedis also accepts keys managed in Redis (--keys-redis; needs RedisURL).
 	KeysRedis bool
-	// AdminToken is the bearer token of POST /v1/publish; empty generates one, logged once
-	// (--admin-token).
+	// AdminToken is the bearer token of POST /v1/publish; empty (and no AdminTokenFile)
+	// generates one, logged once (--admin-token).
 	AdminToken string
+	// AdminTokenFile is a file holding the admin token (a mounted secret), so that it is on
+	// no command line; one trailing newline is ignored (--admin-token-file).
+	AdminTokenFile string
+	// RedisPasswordFile is a file holding the Redis password, which overrides the one in
+	// RedisURL; one trailing newline is ignored (--redis-password-file).
+	RedisPasswordFile string
 	// Heartbeat, WriteTimeout, MaxChannels, MaxStreamsPerIP, AcceptRate, MaxLifetime and
 	// SendBuffer are the stream server's (--heartbeat, --write-timeout, --max-channels,
 	// --max-streams-per-ip, --accept-rate, --max-lifetime, --send-buffer; see stream.Config).
@@ -48,9 +55,12 @@ type Config struct {
 	AcceptRate      float64
 	MaxLifetime     time.Duration
 	SendBuffer      int
+	// ReplayOnConnect sends a stream that opens without a Last-Event-ID each channel's
+	// newest event (--replay-on-connect; see stream.Config.NoReplay for the trade-off).
+	ReplayOnConnect bool
 	// Drain is the window over which open streams are closed at shutdown (--drain).
 	Drain time.Duration
-	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any
+	// AllowedOrigins is the comma-separated CORS origins list; "*" allows any, empty none
 	// (--allowed-origins).
 	AllowedOrigins string
 	// MaxPayload is the largest accepted publish payload in bytes (--max-payload).
@@ -91,6 +101,9 @@ type Config struct {
 	// MetricsChannels is the comma-separated channel patterns whose names may be metric
 	// labels (--metrics-channels).
 	MetricsChannels string
+	// MetricsChannelsMax bounds how many channels have per-channel series at a time
+	// (--metrics-channels-max; see hub.Config.MaxLabeledChannels).
+	MetricsChannelsMax int
 
 	// Version is the build's version, exported as sse_gateway_build_info.
 	Version string
@@ -117,6 +130,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-payload %d: must be at least 256", c.MaxPayload)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
+	case c.AdminToken != "" && c.AdminTokenFile != "":
+		return errors.New("--admin-token and --admin-token-file: give one")
+	case c.RedisPasswordFile != "" && c.RedisURL == "":
+		return errors.New("--redis-password-file needs --redis-url")
 	case c.KeysRedis && c.RedisURL == "":
 		return errors.New("--keys-redis needs --redis-url")
 	case c.MaxStreamsPerKey > 0 && c.RedisURL == "":
@@ -129,6 +146,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--probe-interval %s: must be at least 50ms", c.ProbeInterval)
 	case c.ReadHeaderTimeout < 10*time.Millisecond:
 		return fmt.Errorf("--read-header-timeout %s: must be at least 10ms", c.ReadHeaderTimeout)
+	case c.MetricsChannelsMax < 1:
+		return fmt.Errorf("--metrics-channels-max %d: must be at least 1 (an empty --metrics-channels labels none)", c.MetricsChannelsMax)
 	case c.LatestTTL < 0:
 		return fmt.Errorf("--latest-ttl must not be negative, got %v", c.LatestTTL)
 	case c.LatestTTL > 0 && c.LatestTTL < time.Millisecond:
@@ -158,6 +177,20 @@ func (c *Config) Validate() error {
 		return errors.New("--redis-pubsub sharded needs a Redis Cluster --redis-url")
 	}
 	return nil
+}
+
+// ReadSecret reads a secret from the file the flag flagName names; one trailing newline
+// (which editors and `kubectl create secret --from-file` leave) is not part of it.
+func ReadSecret(flagName, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("%s %s: the file is empty", flagName, path)
+	}
+	return s, nil
 }
 
 func (c *Config) trustedProxies() ([]netip.Prefix, error) {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ func valid() Config {
 		Addr: ":8080", Heartbeat: 15 * time.Second, WriteTimeout: 10 * time.Second, Drain: 10 * time.Second,
 		MaxChannels: 10, MaxPayload: 64 << 10, ProbeInterval: 2 * time.Second, LogFormat: "json",
 		ReadHeaderTimeout: 5 * time.Second, LatestTTL: 168 * time.Hour, ChannelPrefix: "sse:", KeyPrefix: "sse-gateway:",
+		MetricsChannelsMax: 1000, ReplayOnConnect: true,
 	}
 }
 
@@ -49,6 +52,9 @@ func TestConfigValidate(t *testing.T) {
 		{"--redis-pubsub", func(c *Config) { c.RedisPubSub = "sharded" }}, // embedded broker
 		{"--redis-pubsub", func(c *Config) { c.RedisURL = "redis://h:1"; c.RedisPubSub = "sharded" }},
 		{"--redis-pubsub", func(c *Config) { c.RedisURL = "redis+sentinel://s:1/m"; c.RedisPubSub = "sharded" }},
+		{"--admin-token-file", func(c *Config) { c.AdminToken, c.AdminTokenFile = "t", "f" }},
+		{"--redis-password-file", func(c *Config) { c.RedisPasswordFile = "f" }},
+		{"--metrics-channels-max", func(c *Config) { c.MetricsChannelsMax = 0 }},
 	} {
 		c := valid()
 		tc.edit(&c)
@@ -84,6 +90,48 @@ func TestLabelChannels(t *testing.T) {
 	for ch, want := range map[string]bool{"vip_1": true, "exact": true, "exactly": false, "other": false} {
 		if f(ch) != want {
 			t.Errorf("label %q = %v, want %v", ch, !want, want)
+		}
+	}
+}
+
+// Secrets come from files without the trailing newline a mounted secret has, and the Redis
+// password file overrides the URL's password in every --redis-url form.
+func TestSecretFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("from-file\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := ReadSecret("--x", pw); err != nil || s != "from-file" {
+		t.Fatalf("ReadSecret = %q, %v", s, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	_ = os.WriteFile(empty, []byte("\n"), 0o600)
+	for _, f := range []string{empty, filepath.Join(dir, "missing")} {
+		if _, err := ReadSecret("--x", f); err == nil || !strings.Contains(err.Error(), "--x") {
+			t.Errorf("ReadSecret(%s) = %v, want an error naming the flag", f, err)
+		}
+	}
+	for _, u := range []string{"redis://:url-pw@h:1/0", "redis://:url-pw@h:1?addr=h:2", "redis+sentinel://:url-pw@s:1/m?sentinel_password=sp"} {
+		o, err := RedisOptions(u, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		switch {
+		case o.Standalone != nil:
+			got = o.Standalone.Password
+		case o.Cluster != nil:
+			got = o.Cluster.Password
+		default:
+			got = o.Failover.Password
+			if o.Failover.SentinelPassword != "sp" {
+				t.Errorf("%s: the sentinel password changed to %q", u, o.Failover.SentinelPassword)
+			}
+		}
+		if got != "from-file" {
+			t.Errorf("%s with --redis-password-file: password %q", u, got)
 		}
 	}
 }

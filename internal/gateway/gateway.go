@@ -79,13 +79,20 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = stream.DefaultMaxStreams()
 	}
+	if cfg.AdminTokenFile != "" {
+		t, err := ReadSecret("--admin-token-file", cfg.AdminTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdminToken = t
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, reload: make(chan struct{}, 1)}
 	if g.reg == nil {
 		g.reg = prometheus.NewRegistry()
 		g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	g.reg.MustRegister(buildInfo(cfg.Version))
-	g.hub = hub.New(hub.Config{LabelChannel: labelChannels(cfg.MetricsChannels)}, g.reg)
+	g.hub = hub.New(hub.Config{LabelChannel: labelChannels(cfg.MetricsChannels), MaxLabeledChannels: cfg.MetricsChannelsMax}, g.reg)
 	if err := g.build(); err != nil {
 		g.close()
 		return nil, err
@@ -101,11 +108,12 @@ func (g *Gateway) build() error {
 		Sharded: cfg.RedisPubSub == "sharded"}
 	if cfg.RedisURL == "" {
 		m := store.NewMemory(g.hub, storeCfg)
+		m.Register(g.reg)
 		g.broker = broker{publisher: m, seeder: m, run: m.Run, ready: m.Ready}
 	} else {
-		o, err := redisconn.Parse(cfg.RedisURL)
+		o, err := RedisOptions(cfg.RedisURL, cfg.RedisPasswordFile)
 		if err != nil {
-			return fmt.Errorf("--redis-url: %w", err)
+			return err
 		}
 		g.rdb = redisconn.Open(o, "sse-gateway-"+cfg.InstanceID)
 		st := store.NewRedis(g.rdb, storeCfg)
@@ -145,6 +153,7 @@ func (g *Gateway) build() error {
 		MaxLifetime:     cfg.MaxLifetime,
 		TrustedProxies:  proxies,
 		SendBuffer:      cfg.SendBuffer,
+		NoReplay:        !cfg.ReplayOnConnect,
 	}, g.hub, g.keys, g.broker.seeder, keyQuota, log, g.reg)
 	if err != nil {
 		return err
@@ -251,7 +260,8 @@ loop:
 	}
 
 	log.Info("draining", "streams", g.streams.OpenStreams(), "window", cfg.Drain.String())
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.Drain+5*time.Second)
+	// The window, then each goodbye's write timeout at most, then some slack.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.Drain+cfg.WriteTimeout+5*time.Second)
 	defer cancelDrain()
 	var shut sync.WaitGroup
 	for _, s := range servers {
@@ -270,6 +280,32 @@ loop:
 // instance is not ready before it has read them: it would refuse every stream with 401.
 func (g *Gateway) ready() bool {
 	return g.broker.ready() && !g.streams.Draining() && (g.redisKeys == nil || g.redisKeys.Loaded())
+}
+
+// RedisOptions parses a --redis-url and, when passwordFile is set (--redis-password-file),
+// makes it authenticate to its data nodes with the file's password instead of the URL's (a
+// Sentinel's own password stays the URL's sentinel_password).
+func RedisOptions(redisURL, passwordFile string) (*redisconn.Options, error) {
+	o, err := redisconn.Parse(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	if passwordFile == "" {
+		return o, nil
+	}
+	password, err := ReadSecret("--redis-password-file", passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case o.Standalone != nil:
+		o.Standalone.Password = password
+	case o.Cluster != nil:
+		o.Cluster.Password = password
+	case o.Failover != nil:
+		o.Failover.Password = password
+	}
+	return o, nil
 }
 
 func brokerName(redisURL string) string {
@@ -296,7 +332,7 @@ func (g *Gateway) listen() ([]*http.Server, []net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
-	servers, listeners := []*http.Server{public}, []net.Listener{ln}
+	servers, listeners := []*http.Server{public}, []net.Listener{g.streams.Listener(ln)}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

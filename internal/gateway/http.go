@@ -24,7 +24,7 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 		httperr.Write(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	r.Handle("/event-stream", g.streams)
-	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload, MaxClockSkew: g.cfg.MaxClockSkew}).Methods(http.MethodPost)
+	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload, MaxClockSkew: g.cfg.MaxClockSkew, ClientAddr: g.streams.ClientAddr}).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", health.Live).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", health.Readiness).Methods(http.MethodGet, http.MethodHead)
 	if g.cfg.MetricsAddr == "" {
@@ -34,13 +34,13 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 }
 
 // metricsMux serves --metrics-addr: /metrics, and /debug/pprof when enabled (never on the
-// public listener).
+// public listener). Of pprof, /debug/pprof/cmdline is not served: a command line may hold
+// secrets (--admin-token, a password in --redis-url).
 func metricsMux(metrics http.Handler, withPprof bool) http.Handler {
 	mr := http.NewServeMux()
 	mr.Handle("/metrics", metrics)
 	if withPprof {
 		mr.HandleFunc("/debug/pprof/", pprof.Index)
-		mr.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mr.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mr.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mr.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -36,7 +36,7 @@ func (g *Gateway) setUpKeys() (string, error) {
 			"key", secret,
 			"try", fmt.Sprintf("curl -N 'http://127.0.0.1:%s/event-stream?v=1.2&channels=demo&key=%s'", port, secret))
 	}
-	if cfg.AdminToken == "" {
+	if cfg.AdminToken == "" { // neither --admin-token nor --admin-token-file
 		log.Warn("no --admin-token: generated one for this run",
 			"admin_token", token,
 			"publish", fmt.Sprintf("sse-gateway publish --gateway http://127.0.0.1:%s --admin-token %s --channel demo --etag '\"v1\"'", port, token))

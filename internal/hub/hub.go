@@ -73,6 +73,11 @@ type Config struct {
 	// (sse_gateway_channel_*). Nil labels none: channel names are unbounded, so an operator
 	// opts channels in explicitly.
 	LabelChannel func(channel string) bool
+	// MaxLabeledChannels bounds how many channels have per-channel series at a time
+	// (default 1000): a wildcard in the allow-list lets clients choose channel names. A
+	// channel created while the bound is reached has none for its life; a channel's series
+	// are deleted when its last subscription goes.
+	MaxLabeledChannels int
 }
 
 // Hub routes messages to subscriptions. All methods are safe for concurrent use.
@@ -96,6 +101,8 @@ type Hub struct {
 
 	wg   sync.WaitGroup // the workers
 	once sync.Once      // Close
+
+	labeled atomic.Int64 // channels that have per-channel series now
 }
 
 type shard struct {
@@ -130,6 +137,9 @@ type Subscription struct {
 	pos  []int
 	sent []Version
 	gone atomic.Bool // set by the first Unsubscribe
+	// fromNow: the sink takes what is published after it subscribed, not the newest
+	// message the hub holds or the store seeds at its subscription. Immutable.
+	fromNow bool
 }
 
 type task struct {
@@ -148,6 +158,9 @@ func New(cfg Config, reg prometheus.Registerer) *Hub {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxLabeledChannels <= 0 {
+		cfg.MaxLabeledChannels = 1000
 	}
 	h := &Hub{
 		seed:    maphash.MakeSeed(),
@@ -204,11 +217,25 @@ func (h *Hub) shard(name string) *shard {
 // for a fresh client). It returns the indexes of channels whose newest message the hub has
 // never looked up, so the caller can fetch it from the store and call Seed.
 func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscription, []int) {
+	return h.subscribe(sink, channels, floor, false)
+}
+
+// SubscribeFromNow registers sink on channels for what is published from now on: the newest
+// message the hub holds is not offered, nor the one a Seed brings for a channel while this
+// subscription has been offered nothing on it (a store lookup answering after it
+// subscribed). Like Subscribe, it returns the channels to seed: the hub still needs their
+// newest message to order what comes next.
+func (h *Hub) SubscribeFromNow(sink Sink, channels []string) (*Subscription, []int) {
+	return h.subscribe(sink, channels, Version{}, true)
+}
+
+func (h *Hub) subscribe(sink Sink, channels []string, floor Version, fromNow bool) (*Subscription, []int) {
 	s := &Subscription{
-		sink:  sink,
-		chans: make([]*channel, len(channels)),
-		pos:   make([]int, len(channels)),
-		sent:  make([]Version, len(channels)),
+		sink:    sink,
+		chans:   make([]*channel, len(channels)),
+		pos:     make([]int, len(channels)),
+		sent:    make([]Version, len(channels)),
+		fromNow: fromNow,
 	}
 	var unseeded []int
 	for i, name := range channels {
@@ -216,7 +243,7 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		sh.mu.Lock()
 		ch := sh.chans[name]
 		if ch == nil {
-			ch = &channel{name: name, labeled: h.cfg.LabelChannel != nil && h.cfg.LabelChannel(name)}
+			ch = &channel{name: name, labeled: h.labelNew(name)}
 			sh.chans[name] = ch
 		}
 		ch.refs++
@@ -235,12 +262,28 @@ func (h *Hub) Subscribe(sink Sink, channels []string, floor Version) (*Subscript
 		}
 		if m := ch.latest; m != nil && floor.Less(m.Version) {
 			s.sent[i] = m.Version
-			sink.Offer(i, m)
+			if !fromNow {
+				sink.Offer(i, m)
+			}
 		}
 		ch.mu.Unlock()
 	}
 	h.metrics.subscriptions.Inc()
 	return s, unseeded
+}
+
+// labelNew reports whether a channel being created gets per-channel series: the policy
+// allows its name and fewer than MaxLabeledChannels channels have them. The caller holds
+// the channel's shard lock.
+func (h *Hub) labelNew(name string) bool {
+	if h.cfg.LabelChannel == nil || !h.cfg.LabelChannel(name) {
+		return false
+	}
+	if h.labeled.Add(1) > int64(h.cfg.MaxLabeledChannels) {
+		h.labeled.Add(-1)
+		return false
+	}
+	return true
 }
 
 // Unsubscribe removes s from all its channels. It is idempotent.
@@ -275,6 +318,13 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 		ch.refs--
 		if ch.refs == 0 && sh.chans[ch.name] == ch {
 			delete(sh.chans, ch.name)
+			if ch.labeled {
+				// Under the shard lock: a channel of the same name created after this
+				// starts its series afresh, never has them deleted under it.
+				h.metrics.chanSubs.DeleteLabelValues(ch.name)
+				h.metrics.chanEvents.DeleteLabelValues(ch.name)
+				h.labeled.Add(-1)
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -330,10 +380,22 @@ func (h *Hub) publish(m *Message, seed bool) int {
 	}
 	ch.latest = m
 	ch.seeded = true
-	n := h.fanoutLocked(ch.slots, m)
-	if ch.labeled {
+	if seed {
+		// What the store had when a stream subscribed is no news to a subscription that
+		// asked for what comes from now on and has been offered nothing on this channel.
+		for _, sl := range ch.slots {
+			if s := sl.sub; s.fromNow && s.sent[sl.idx].IsZero() {
+				s.sent[sl.idx] = m.Version
+			}
+		}
+	}
+	if ch.labeled && len(ch.slots) > 0 {
+		// Only while it has subscribers: a publish racing the last unsubscribe must not
+		// bring back the series that unsubscribe deletes. Before the writes, so that a
+		// client that has the event finds it counted.
 		h.metrics.chanEvents.WithLabelValues(ch.name).Inc()
 	}
+	n := h.fanoutLocked(ch.slots, m)
 	if !m.Received.IsZero() {
 		h.metrics.fanout.Observe(time.Since(m.Received).Seconds())
 	}

@@ -607,3 +607,33 @@ func TestChannelsGaugeRegistered(t *testing.T) {
 		}
 	}
 }
+
+// SubscribeFromNow offers only what is published after the subscription: not the channel's
+// newest message, nor the store's answer seeded for it, but everything newer after that, and
+// a seed that brings news once it has been offered something (a resync after an outage).
+func TestSubscribeFromNow(t *testing.T) {
+	h := newHub(t, Config{})
+	var old recordSink
+	h.Subscribe(&old, []string{"held"}, Version{})
+	h.Publish(msg("held", 1, 0))
+	var s recordSink
+	sub, unseeded := h.SubscribeFromNow(&s, []string{"held", "fresh"})
+	if len(unseeded) != 1 || unseeded[0] != 1 {
+		t.Fatalf("unseeded %v, want [1]: the hub still needs fresh's newest", unseeded)
+	}
+	h.Seed("fresh", msg("fresh", 5, 0)) // the store's answer to the connect
+	if got := s.got(); len(got) != 0 {
+		t.Fatalf("offered %d messages on subscribing, want nothing", len(got))
+	}
+	h.Publish(msg("held", 2, 0))
+	h.Publish(msg("fresh", 6, 0))
+	h.Seed("fresh", msg("fresh", 7, 0)) // a resync bringing a missed publish
+	var got []string
+	for _, o := range s.got() {
+		got = append(got, fmt.Sprintf("%s@%d", o.m.Channel, o.m.Version.Time))
+	}
+	if want := []string{"held@2", "fresh@6", "fresh@7"}; !slices.Equal(got, want) {
+		t.Fatalf("offered %v, want %v", got, want)
+	}
+	h.Unsubscribe(sub)
+}

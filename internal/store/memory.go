@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -30,6 +32,9 @@ type Memory struct {
 	latest map[string]memoryEntry // guarded by mu
 
 	running atomic.Bool // Run is running
+
+	received  prometheus.Counter     // safe for concurrent use
+	malformed *prometheus.CounterVec // safe for concurrent use
 }
 
 type memoryEntry struct {
@@ -40,7 +45,27 @@ type memoryEntry struct {
 // NewMemory returns an embedded broker feeding h. Of cfg it uses LatestTTL only.
 func NewMemory(h Hub, cfg Config) *Memory {
 	cfg = cfg.withDefaults()
-	return &Memory{hub: h, ttl: cfg.LatestTTL, latest: make(map[string]memoryEntry)}
+	return &Memory{
+		hub: h, ttl: cfg.LatestTTL, latest: make(map[string]memoryEntry),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sse_gateway", Name: "events_received_total",
+			Help: "Events published to the embedded broker, valid or not.",
+		}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sse_gateway", Name: "events_malformed_total",
+			Help: "Events the embedded broker refused as malformed, by reason.",
+		}, []string{"reason"}),
+	}
+}
+
+// Register exports the broker's event counters under the names the Redis subscriber uses
+// (sse_gateway_events_received_total, sse_gateway_events_malformed_total), so dashboards
+// and alerts read the same on a single instance.
+func (b *Memory) Register(reg prometheus.Registerer) {
+	for _, r := range []string{"channel", "not_object"} {
+		b.malformed.WithLabelValues(r)
+	}
+	reg.MustRegister(b.received, b.malformed)
 }
 
 // Publish stores p as channel's latest event and hands it to the hub if it is newer than
@@ -48,10 +73,13 @@ func NewMemory(h Hub, cfg Config) *Memory {
 // stored one has the same lastModified and another ETag). p must come from
 // wire.ParsePayload. It works whether or not Run is running.
 func (b *Memory) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
+	b.received.Inc()
 	if !wire.ValidChannel(channel) {
+		b.malformed.WithLabelValues("channel").Inc()
 		return false, ErrChannel
 	}
 	if len(p.Raw) == 0 {
+		b.malformed.WithLabelValues("not_object").Inc()
 		return false, ErrPayload
 	}
 	now := time.Now()

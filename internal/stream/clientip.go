@@ -28,6 +28,22 @@ func (s *Server) clientIP(r *http.Request) netip.Addr {
 	return peer
 }
 
+// ClientAddr is the address that per-client limits count a request by: the client's address
+// (see clientIP) for IPv4, and its /64 for IPv6, the prefix one subscriber is given, so that
+// a client cannot count as many by changing the low bits of its address.
+func (s *Server) ClientAddr(r *http.Request) netip.Addr {
+	return limitKey(s.clientIP(r))
+}
+
+// limitKey is what per-address limits count an address as: itself, or its /64 for IPv6.
+func limitKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 func (s *Server) trusted(a netip.Addr) bool {
 	for _, p := range s.cfg.TrustedProxies {
 		if p.Contains(a) {

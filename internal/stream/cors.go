@@ -19,7 +19,7 @@ func (s *Server) setCORS(h http.Header, r *http.Request) {
 }
 
 func (s *Server) originAllowed(origin string) bool {
-	if len(origin) > 512 || strings.ContainsAny(origin, "\r\n") {
+	if len(origin) > 512 || strings.ContainsAny(origin, "\r\n") || origin == "null" {
 		return false
 	}
 	return s.anyOrigin || s.origins[origin]

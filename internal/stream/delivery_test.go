@@ -281,3 +281,28 @@ func checkRetries(t testing.TB, retries []string, lo, hi int) {
 		t.Fatalf("retry %q not within [%d, %d] ms", retries[0], lo, hi)
 	}
 }
+
+// TestNoReplayOnConnect (--replay-on-connect=false): a fresh stream gets only what is
+// published after it opened, whether the hub or the store held the newest event; a stream
+// with a Last-Event-ID is still resumed (it may have missed an invalidation), and a
+// single-channel stream whose id is current gets nothing it holds.
+func TestNoReplayOnConnect(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			e := startEnv(t, m, Config{Heartbeat: time.Hour, NoReplay: true})
+			v1 := e.publish("dvc_server_1", 1700000000000, "") // only in the store
+			fromStore := e.connect(e.url(secretAll, "dvc_server_1"), nil)
+			fromHub := e.connect(e.url(secretAll, "dvc_server_1"), nil) // the hub holds v1 by now, or soon
+			old := e.connect(e.url(secretAll, "dvc_server_1"), lastEventID("1600000000000-00000000"))
+			checkEvent(t, old.waitEvents(1)[0], v1)
+			v2 := e.publish("dvc_server_1", 1700000000100, "")
+			for name, c := range map[string]*sseClient{"fresh (seeded from the store)": fromStore, "fresh": fromHub} {
+				if evs := c.waitEvents(1); evs[0].ID != v2.ID {
+					t.Fatalf("%s stream: first event %s, want %s (published after it opened)", name, evs[0].ID, v2.ID)
+				}
+			}
+			resumed := e.connect(e.url(secretAll, "dvc_server_1"), lastEventID(v1.ID))
+			checkEvent(t, resumed.waitEvents(1)[0], v2)
+		})
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -232,6 +234,58 @@ func TestCloseKeysRacingOpen(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatalf("a stream of a revoked key is still open 5s after CloseKeys (registered: %d)", e.registered())
 			}
+		})
+	}
+}
+
+// TestGoodbyeCompletesFrame: a taken-over stream closed on purpose while its socket holds
+// only part of a frame gets the rest of the frame, then its goodbye: retry: after a drain,
+// the chunked terminator after a revocation. Before, it got neither, and a frame cut short.
+func TestGoodbyeCompletesFrame(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(e *env)
+		want  string // what follows the complete frame
+	}{
+		{"drain", func(e *env) { e.srv.Drain(context.Background(), 0) }, "retry: "},
+		{"revoked", func(e *env) {
+			revoked := e.keys.SetSource("test", []auth.Key{{Name: "all", Hash: auth.HashKey(secretAll), Channels: []string{"*"}}})
+			e.srv.CloseKeys(revoked)
+		}, "end"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, modes[0], Config{Heartbeat: time.Hour, WriteTimeout: time.Minute, SendBuffer: 4096, RetryMin: time.Second, RetryMax: 2 * time.Second})
+			const ch = "dvc_server_g"
+			c := e.dialNonReader(ch)
+			st := e.streamOfKey("server")
+			m := e.publish(ch, 1, bigPad)
+			eventually(t, "the frame to stall", func() bool {
+				ps := st.(*pollStream)
+				ps.mu.Lock()
+				defer ps.mu.Unlock()
+				return ps.out != nil
+			})
+			closed := make(chan struct{})
+			go func() { defer close(closed); tc.close(e) }()
+			if status, _ := c.head(t); !strings.Contains(status, "200") {
+				t.Fatalf("status %q", status)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+			body, err := io.ReadAll(httputil.NewChunkedReader(c.br))
+			text := string(body)
+			frame, rest, ok := strings.Cut(text, string(m.Frame))
+			switch {
+			case !ok:
+				t.Fatalf("the frame was cut: the body ended (%v) after %d bytes, the frame is %d", err, len(text), len(m.Frame))
+			case frame != ":\n\n":
+				t.Fatalf("before the frame: %q", frame)
+			case tc.want == "end" && (err != nil || rest != ""):
+				t.Fatalf("after the frame %q and %v, want a clean end of the body", rest, err)
+			case tc.want != "end" && (!strings.HasPrefix(rest, tc.want) || err == nil):
+				t.Fatalf("after the frame %q and %v, want %q and a cut response", rest, err, tc.want)
+			}
+			<-closed
+			e.waitCloses(1)
 		})
 	}
 }

@@ -51,3 +51,17 @@ func TestPerIPBehindTrustedProxy(t *testing.T) {
 		t.Fatalf("the proxy's own address: %d, want 200", status)
 	}
 }
+
+// TestPerIPCountsIPv6Prefix: an IPv6 client owns a whole /64, so the per-address limit counts
+// the prefix; IPv4 addresses (and IPv4-mapped ones) count alone.
+func TestPerIPCountsIPv6Prefix(t *testing.T) {
+	e := startEnv(t, modes[0], Config{MaxStreamsPerIP: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	xff := func(a string) http.Header { return http.Header{"X-Forwarded-For": {a}} }
+	e.connect(e.url(secretAll, "c"), xff("2001:db8:0:1::1"))
+	if _, status, _ := e.tryConnect(e.url(secretAll, "c"), xff("2001:db8:0:1:8000::2")); status != http.StatusTooManyRequests {
+		t.Fatalf("a second address of the same /64: %d, want 429", status)
+	}
+	e.connect(e.url(secretAll, "c"), xff("2001:db8:0:2::1"))
+	e.connect(e.url(secretAll, "c"), xff("::ffff:192.0.2.1"))
+	e.connect(e.url(secretAll, "c"), xff("192.0.2.2"))
+}

@@ -6,13 +6,16 @@ import (
 	"time"
 )
 
-// maxHeaderBytes leaves room for a 1 MB URL to reach the handler and get a JSON 414 rather
-// than net/http's bare 431; ReadHeaderTimeout bounds how long such a request may hold memory.
-const maxHeaderBytes = 2 << 20
+// maxHeaderBytes is what a stream request needs: a query of up to maxQueryLen (8 KiB), and
+// room for its headers (a browser SDK's cookies). A longer query still reaches the handler
+// and gets its JSON 414; a request over this limit gets net/http's bare 431. It bounds what
+// one connection can make the server buffer while its headers arrive (it was 2 MiB, so
+// that a 1 MB URL got the JSON 414), for at most ReadHeaderTimeout.
+const maxHeaderBytes = 32 << 10
 
 // NewHTTPServer returns an http.Server for h with the settings streams depend on: a
-// ReadHeaderTimeout against slowloris, an IdleTimeout, room for long URLs (so that an
-// overlong query gets this package's JSON 414), and never a WriteTimeout or ReadTimeout,
+// ReadHeaderTimeout against slowloris, an IdleTimeout, headers limited to what a stream
+// request needs (with room for an overlong query to get this package's JSON 414), and never a WriteTimeout or ReadTimeout,
 // which would cut every long-lived stream (streams set a deadline per write instead).
 // net/http's own error log goes to log at debug level. A server that carries streams also
 // needs ConnContext set to the stream server's.

@@ -11,7 +11,7 @@ import (
 func TestNewHTTPServer(t *testing.T) {
 	t.Parallel()
 	s := NewHTTPServer(http.NotFoundHandler(), 5*time.Second, slog.New(slog.DiscardHandler))
-	if s.ReadHeaderTimeout != 5*time.Second || s.IdleTimeout <= 0 || s.MaxHeaderBytes < 1<<20 {
+	if s.ReadHeaderTimeout != 5*time.Second || s.IdleTimeout <= 0 || s.MaxHeaderBytes < 2*maxQueryLen || s.MaxHeaderBytes > 64<<10 {
 		t.Fatalf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d: all must be set", s.ReadHeaderTimeout, s.IdleTimeout, s.MaxHeaderBytes)
 	}
 	if s.WriteTimeout != 0 || s.ReadTimeout != 0 {

@@ -51,7 +51,7 @@ func (l *loopStream) close(reason CloseReason, retry time.Duration) {
 	close(l.done)
 }
 
-func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, floor hub.Version) {
+func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, from start) {
 	b.protocol = protoHTTP1
 	if r.ProtoMajor >= 2 {
 		b.protocol = protoH2
@@ -66,7 +66,7 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 	// Subscribed before the headers go out: once a client sees 200, nothing published after
 	// that can miss it. Offers only fill pending until run writes them.
 	s.register(l)
-	sub, seed := s.subscribe(l, channels, floor)
+	sub, seed := s.subscribe(l, channels, from)
 	l.sub = sub
 	rc := http.NewResponseController(w)
 	s.writeHeaders(w, r)
@@ -105,8 +105,12 @@ func (l *loopStream) run(w http.ResponseWriter, rc *http.ResponseController, r *
 	for {
 		select {
 		case <-r.Context().Done():
-			l.close(CloseClient, 0)
-			return CloseClient
+			reason := CloseClient
+			if kernelTimedOut(r.Context()) {
+				reason = CloseSlow // TCP_USER_TIMEOUT: a client that stopped reading
+			}
+			l.close(reason, 0)
+			return reason
 		case <-l.done:
 			l.mu.Lock()
 			reason, retry := l.reason, l.retry

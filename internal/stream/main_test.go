@@ -141,6 +141,7 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	}
 	e.srv = srv
 	e.ts = httptest.NewUnstartedServer(srv)
+	e.ts.Listener = srv.Listener(e.ts.Listener) // as the gateway serves streams
 	e.ts.Config.ConnContext = srv.ConnContext
 	e.ts.Config.MaxHeaderBytes = maxHeaderBytes // as NewHTTPServer configures it
 	e.ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
@@ -157,7 +158,9 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	t.Cleanup(func() {
 		// Close every stream (loop streams hold their handler, which httptest.Server.Close
 		// waits for), then stop the server, the poller and the hub, and wait for each.
-		srv.Drain(context.Background(), 0)
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), waitLimit)
+		srv.Drain(drainCtx, 0)
+		cancelDrain()
 		e.client.CloseIdleConnections()
 		e.ts.Close()
 		// A taken-over stream's client may have its headers (and the test may be over)

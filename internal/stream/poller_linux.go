@@ -12,10 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buckets spreads heartbeat work: every tick the sweeper visits one bucket, so each stream is
-// looked at once per heartbeat interval and the writes are spread across it.
-const buckets = 16
-
 var (
 	idleEvents    = uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
 	stalledEvents = idleEvents | unix.EPOLLOUT
@@ -26,19 +22,21 @@ var errStopped = errors.New("stream poller stopped")
 
 // poller owns the taken-over streams once their opening is done. Its run goroutine waits on
 // an epoll set that reports hang-ups and writability, and owns two goroutines it waits for: a
-// sweeper for heartbeats, write deadlines and lifetimes, and a closer that carries out closes
-// (unsubscribing from the hub, which a publisher holding a hub lock cannot do itself).
+// sweeper that runs the streams' timers (heartbeats, write deadlines, lifetimes) as they come
+// due in the timing wheel, and a closer that carries out closes (unsubscribing from the hub,
+// which a publisher holding a hub lock cannot do itself).
 //
-// Lock order: a stream's mu before the poller's mu or closeMu, never the other way round;
-// the poller's goroutines copy what they need out of mu before they lock a stream.
+// Lock order: a stream's mu before the poller's mu, the wheel's mu or closeMu, never the
+// other way round; the poller's goroutines copy what they need out of those locks before
+// they lock a stream.
 type poller struct {
-	srv  *Server // immutable
-	epfd int     // immutable; closed when run ends (after stopped is set)
+	srv   *Server // immutable
+	epfd  int     // immutable; closed when run ends (after stopped is set)
+	wheel *wheel  // immutable pointer; the streams' timers
 
 	mu      sync.RWMutex
-	conns   [buckets]map[uint64]*pollStream // guarded by mu: every stream under epoll, by id
-	stalled map[*pollStream]struct{}        // guarded by mu: streams with a write in progress
-	stopped bool                            // guarded by mu: run has ended; epfd takes no more changes
+	conns   map[uint64]*pollStream // guarded by mu: every stream under epoll, by id
+	stopped bool                   // guarded by mu: run has ended; epfd takes no more changes
 
 	closeMu   sync.Mutex
 	closeQ    []*pollStream // guarded by closeMu: closes for the closer to carry out
@@ -50,11 +48,13 @@ func newPoller(s *Server) (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	p := &poller{srv: s, epfd: fd, stalled: make(map[*pollStream]struct{}), closeWake: make(chan struct{}, 1)}
-	for i := range p.conns {
-		p.conns[i] = make(map[uint64]*pollStream)
-	}
-	return p, nil
+	return &poller{
+		srv:       s,
+		epfd:      fd,
+		wheel:     newWheel(s.cfg.Heartbeat, s.cfg.WriteTimeout, time.Now()),
+		conns:     make(map[uint64]*pollStream),
+		closeWake: make(chan struct{}, 1),
+	}, nil
 }
 
 func epollEvent(id uint64, events uint32) *unix.EpollEvent {
@@ -66,7 +66,7 @@ func epollEvent(id uint64, events uint32) *unix.EpollEvent {
 func (p *poller) lookup(id uint64) *pollStream {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.conns[id%buckets][id]
+	return p.conns[id]
 }
 
 // add puts a stream under epoll. A stream already closing (revoked while opening) is left
@@ -85,16 +85,16 @@ func (p *poller) add(ps *pollStream) error {
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, ps.fd, epollEvent(ps.id, idleEvents)); err != nil {
 		return err
 	}
-	p.conns[ps.id%buckets][ps.id] = ps
+	p.conns[ps.id] = ps
 	return nil
 }
 
 // remove forgets a finished stream.
 func (p *poller) remove(c *pollStream) {
 	p.mu.Lock()
-	delete(p.conns[c.id%buckets], c.id)
-	delete(p.stalled, c)
+	delete(p.conns, c.id)
 	p.mu.Unlock()
+	p.wheel.remove(c)
 }
 
 // ctl changes the epoll set unless the poller has stopped (its epoll fd may be closed, and
@@ -107,21 +107,29 @@ func (p *poller) ctl(op, fd int, ev *unix.EpollEvent) {
 	}
 }
 
-// watch arms or disarms writability events for a stream and tracks it in the stalled set
-// the sweeper checks write deadlines on. The caller holds c.mu.
+// watch arms or disarms writability events for a stream; a stream that stalls is brought
+// forward in the wheel to its write deadline. The caller holds c.mu.
 func (p *poller) watch(c *pollStream, stalled bool) {
 	ev := idleEvents
 	if stalled {
 		ev = stalledEvents
 	}
 	p.ctl(unix.EPOLL_CTL_MOD, c.fd, epollEvent(c.id, ev))
-	p.mu.Lock()
 	if stalled {
-		p.stalled[c] = struct{}{}
-	} else {
-		delete(p.stalled, c)
+		p.wheel.schedule(c, c.stalledAt+int64(p.srv.cfg.WriteTimeout), true)
 	}
-	p.mu.Unlock()
+}
+
+// linger puts a closing stream back under epoll, for writability only, so that the epoll
+// loop can write the rest of its goodbye (closeLocked took it out). It reports false when
+// the poller has stopped: nobody would finish it.
+func (p *poller) linger(c *pollStream) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.stopped {
+		return false
+	}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, epollEvent(c.id, unix.EPOLLOUT)) == nil
 }
 
 // enqueueClose hands a closing stream to the closer; it never blocks.
@@ -170,7 +178,10 @@ func (p *poller) run(ctx context.Context) error {
 			}
 			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
 				c.mu.Lock()
-				if !c.state.has(closing) {
+				switch {
+				case c.state.has(lingering):
+					c.endGoodbyeLocked() // the client is gone: nobody to say goodbye to
+				case !c.state.has(closing):
 					c.closeLocked(c.socketReason(), 0)
 				}
 				c.mu.Unlock()
@@ -187,17 +198,23 @@ func (p *poller) run(ctx context.Context) error {
 	return nil
 }
 
+// closeAll closes every stream when run ends, and ends the goodbyes still being written:
+// once stopped, nothing would finish them.
 func (p *poller) closeAll() {
 	p.mu.RLock()
-	var all []*pollStream
-	for i := range p.conns {
-		for _, c := range p.conns[i] {
-			all = append(all, c)
-		}
+	all := make([]*pollStream, 0, len(p.conns))
+	for _, c := range p.conns {
+		all = append(all, c)
 	}
 	p.mu.RUnlock()
 	for _, c := range all {
-		c.close(CloseDrain, p.srv.retryJitter())
+		c.mu.Lock()
+		if c.state.has(lingering) {
+			c.endGoodbyeLocked()
+		} else {
+			c.closeLocked(CloseDrain, p.srv.retryJitter())
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -228,42 +245,22 @@ func (p *poller) drainCloseQ() {
 	}
 }
 
-// sweeper visits one bucket per tick for heartbeats and lifetimes, and every tick checks the
-// (normally tiny) stalled set for write deadlines.
+// sweeper runs, every tick of the wheel, the timers of the streams that came due, until stop
+// is closed.
 func (p *poller) sweeper(stop <-chan struct{}) {
-	hb := p.srv.cfg.Heartbeat
-	tick := min(hb/buckets, time.Second)
-	t := time.NewTicker(tick)
+	t := time.NewTicker(time.Duration(p.wheel.tick))
 	defer t.Stop()
 	var batch []*pollStream
-	for b := 0; ; b = (b + 1) % buckets {
+	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
 		now := time.Now().UnixNano()
-		deadline := now - int64(p.srv.cfg.WriteTimeout)
-		batch = batch[:0]
-		p.mu.RLock()
-		for c := range p.stalled {
-			batch = append(batch, c)
-		}
-		p.mu.RUnlock()
+		batch = p.wheel.due(now, batch[:0])
 		for _, c := range batch {
-			c.mu.Lock()
-			c.checkDeadlineLocked(deadline)
-			c.mu.Unlock()
-		}
-		batch = batch[:0]
-		p.mu.RLock()
-		for _, c := range p.conns[b] {
-			batch = append(batch, c)
-		}
-		p.mu.RUnlock()
-		quiet := int64(hb - tick)
-		for _, c := range batch {
-			c.beat(now, quiet)
+			c.timers(now)
 		}
 		clear(batch)
 	}

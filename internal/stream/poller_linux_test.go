@@ -18,17 +18,21 @@ func pendingOfPoll(t testing.TB, st stream) []*hub.Message {
 	return append([]*hub.Message(nil), ps.pending...)
 }
 
-// pollerEntries counts the streams the poller still tracks (open or stalled).
+// pollerEntries counts the streams the poller still tracks (under epoll or in the wheel).
 func pollerEntries(s *Server) int {
 	if s.poller == nil {
 		return 0
 	}
 	p := s.poller
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	n := len(p.stalled)
-	for i := range p.conns {
-		n += len(p.conns[i])
+	n := len(p.conns)
+	p.mu.RUnlock()
+	p.wheel.mu.Lock()
+	defer p.wheel.mu.Unlock()
+	for _, c := range p.wheel.slots {
+		for ; c != nil; c = c.link.next {
+			n++
+		}
 	}
 	return n
 }

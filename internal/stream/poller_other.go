@@ -5,8 +5,6 @@ package stream
 import (
 	"context"
 	"net"
-
-	"github.com/sse-gateway/sse-gateway/internal/hub"
 )
 
 // poller is Linux-only (epoll); elsewhere newPoller returns nil and every stream is served on
@@ -21,6 +19,6 @@ func (p *poller) run(ctx context.Context) error {
 }
 
 // takeOver is never called here (there is no poller); it hangs up rather than leak.
-func (p *poller) takeOver(_ context.Context, nc net.Conn, _ int, _ *streamBase, _ []string, _ hub.Version, _ []byte) {
+func (p *poller) takeOver(_ context.Context, nc net.Conn, _ int, _ *streamBase, _ []string, _ start, _ []byte) {
 	_ = nc.Close()
 }

@@ -23,10 +23,19 @@ const maxInput = 16 << 10
 // client flags), all guarded by the stream's mu:
 //
 //	opening ──headers written──▶ open ──closeLocked──▶ closing ──finish──▶ finished
+//	                                                      │                    ▲
+//	                                         goodbye not all written       finish
+//	                                                      ▼                    │
+//	                                                  lingering ──written, failed or deadline
 //
 // A close may be asked for while the stream is still opening (a revocation, a hang-up, a
 // drain); the closer then leaves it to the handler (finishLater), which finishes the close once
 // the headers are out, so that the goodbye follows them.
+//
+// A stream closed on purpose owes its client a goodbye: the rest of the frame it was writing,
+// then retry: (drain, lifetime) or the chunked terminator (revoked). What the socket cannot
+// take at once is written as epoll reports it writable (lingering), for at most the write
+// timeout, so a client that does not read cannot hold a drain or the closer.
 type pollState uint8
 
 const (
@@ -38,6 +47,9 @@ const (
 	finishLater
 	// finished: the close was carried out (finish is idempotent).
 	finished
+	// lingering: closing, and the goodbye is being written as the socket takes it; the
+	// next finish closes the stream whatever is left.
+	lingering
 )
 
 func (s pollState) has(f pollState) bool { return s&f != 0 }
@@ -66,12 +78,16 @@ type pollStream struct {
 	input     int            // guarded by mu: bytes the client has sent after its request
 	reason    CloseReason    // guarded by mu: set once, by closeLocked
 	retry     time.Duration  // guarded by mu: set with reason
+	bye       []byte         // guarded by mu: the unwritten rest of the goodbye after out
+	byeBy     int64          // guarded by mu: unix nanos when a lingering goodbye is given up
+
+	link wheelLink // guarded by the poller's wheel's mu: its place among the timers
 }
 
 // takeOver runs a hijacked stream's opening on the handler's goroutine: it registers the
 // stream, puts it under epoll, subscribes it, and writes head; from then on the stream has no
 // goroutine of its own.
-func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, floor hub.Version, head []byte) {
+func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, from start, head []byte) {
 	s := p.srv
 	ps := &pollStream{
 		streamBase: *b,
@@ -96,7 +112,7 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 		ps.finish() // the closer may be gone; finish is idempotent
 		return
 	}
-	sub, seed := s.subscribe(ps, channels, floor)
+	sub, seed := s.subscribe(ps, channels, from)
 	ps.mu.Lock()
 	closed := ps.state.has(closing)
 	if !closed {
@@ -127,7 +143,12 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 	if err != nil {
 		ps.closeLocked(CloseClient, 0)
 	} else if !ps.state.has(closing) {
-		ps.flushPendingLocked(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		ps.lastWrite = now // the head ends with a heartbeat
+		ps.flushPendingLocked(now)
+		if !ps.state.has(closing) {
+			p.wheel.schedule(ps, ps.nextTimerLocked(), false)
+		}
 	}
 	later := ps.state.has(finishLater)
 	ps.mu.Unlock()
@@ -212,6 +233,12 @@ func (c *pollStream) socketReason() CloseReason {
 func (c *pollStream) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state.has(lingering) {
+		if c.writeGoodbyeLocked() {
+			c.endGoodbyeLocked()
+		}
+		return
+	}
 	if c.state.has(closing) || c.out == nil {
 		return
 	}
@@ -274,33 +301,59 @@ func (c *pollStream) readable() {
 	}
 }
 
-// beat writes a heartbeat if the stream has been quiet for the interval, and closes streams
-// past their lifetime.
-func (c *pollStream) beat(now int64, quiet int64) {
+// timers runs the stream's timers that are due at now (unix nanos): its lifetime, the
+// deadline of a stalled write, its heartbeat after a quiet interval. Then it puts the stream
+// back in the wheel at its next timer. The sweeper calls it for the streams the wheel says
+// are due; a stream that comes up early (its heartbeat was pushed back by a write) only goes
+// back in.
+func (c *pollStream) timers(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state.has(lingering) {
+		if now >= c.byeBy {
+			c.endGoodbyeLocked() // the client did not take it in time
+		} else {
+			c.p.wheel.schedule(c, c.byeBy, false)
+		}
+		return
+	}
 	if c.state.has(closing) {
 		return
 	}
-	if !c.expires.IsZero() && now >= c.expires.UnixNano() {
+	cfg := &c.p.srv.cfg
+	switch {
+	case !c.expires.IsZero() && now >= c.expires.UnixNano():
 		c.closeLocked(CloseLifetime, c.p.srv.retryJitter())
 		return
-	}
-	if c.out != nil || c.state.has(opening) || now-c.lastWrite < quiet {
-		return
-	}
-	if c.writeLocked(chunkedHeartbeat, now) {
+	case c.out != nil:
+		if now-c.stalledAt >= int64(cfg.WriteTimeout) {
+			c.closeLocked(CloseSlow, 0)
+			return
+		}
+	case c.state.has(opening):
+	case now-c.lastWrite >= int64(cfg.Heartbeat):
+		if !c.writeLocked(chunkedHeartbeat, now) {
+			return
+		}
 		c.p.srv.metrics.beats.Inc()
 		c.p.srv.metrics.bytes.Add(float64(len(chunkedHeartbeat)))
 	}
+	c.p.wheel.schedule(c, c.nextTimerLocked(), false)
 }
 
-// checkDeadlineLocked closes the stream as slow if its stalled frame has waited since
-// before deadline (unix nanos).
-func (c *pollStream) checkDeadlineLocked(deadline int64) {
-	if c.out != nil && c.stalledAt < deadline {
-		c.closeLocked(CloseSlow, 0)
+// nextTimerLocked is when the stream's next timer is due (unix nanos): the write deadline
+// while a write is stalled (no heartbeat can go out behind it), else a heartbeat interval
+// after the last write; the lifetime if that comes first.
+func (c *pollStream) nextTimerLocked() int64 {
+	cfg := &c.p.srv.cfg
+	next := c.lastWrite + int64(cfg.Heartbeat)
+	if c.out != nil {
+		next = c.stalledAt + int64(cfg.WriteTimeout)
 	}
+	if !c.expires.IsZero() {
+		next = min(next, c.expires.UnixNano())
+	}
+	return next
 }
 
 func (c *pollStream) close(reason CloseReason, retry time.Duration) {
@@ -323,6 +376,75 @@ func (c *pollStream) closeLocked(reason CloseReason, retry time.Duration) {
 	c.p.enqueueClose(c)
 }
 
+// sayGoodbyeLocked starts the goodbye of a stream closed on purpose: the rest of a partly
+// written frame, then the retry: frame — with no chunked terminator after it: clients must
+// see the stream fail and come back, and some (r3labs/sse) treat a clean end as "done" and
+// never reconnect — or, for a revoked key, the chunked terminator (a clean end: reconnecting
+// would only earn a 401). It reports whether the stream can be closed now: nothing owed,
+// all of it written, the socket failed, or the poller stopped. Otherwise the stream lingers
+// under epoll for writability until the write timeout, counted from when its frame stalled.
+func (c *pollStream) sayGoodbyeLocked(now int64) bool {
+	switch {
+	case c.retry > 0:
+		c.bye = wire.Chunk(wire.Retry(c.retry))
+	case c.reason == CloseRevoked:
+		c.bye = wire.ChunkTerminator
+	default:
+		return true // a client that left or stalled: nothing more to say
+	}
+	if c.writeGoodbyeLocked() {
+		return true
+	}
+	start := now
+	if c.out != nil {
+		start = c.stalledAt
+	}
+	c.byeBy = start + int64(c.p.srv.cfg.WriteTimeout)
+	if now >= c.byeBy || !c.p.linger(c) {
+		return true
+	}
+	c.state.set(lingering)
+	c.p.wheel.schedule(c, c.byeBy, false)
+	return false
+}
+
+// writeGoodbyeLocked writes what the socket takes of the goodbye (out, then bye) without
+// blocking. It reports whether nothing is left to do: all written, or the socket failed.
+func (c *pollStream) writeGoodbyeLocked() bool {
+	for _, b := range []*[]byte{&c.out, &c.bye} {
+		for len(*b) > 0 {
+			n, err := unix.Write(c.fd, *b)
+			if n > 0 {
+				*b = (*b)[n:]
+			}
+			switch {
+			case err == nil, errors.Is(err, unix.EINTR):
+			case errors.Is(err, unix.EAGAIN):
+				return false
+			default:
+				c.out, c.bye = nil, nil
+				return true
+			}
+		}
+		*b = nil
+	}
+	if c.retry > 0 {
+		c.p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
+	}
+	return true
+}
+
+// endGoodbyeLocked ends a lingering stream's goodbye (written, failed, or given up): out of
+// epoll at once, since a writable socket keeps reporting, and to the closer, whose finish
+// closes it.
+func (c *pollStream) endGoodbyeLocked() {
+	if c.state.has(finished) {
+		return
+	}
+	c.p.ctl(unix.EPOLL_CTL_DEL, c.fd, nil)
+	c.p.enqueueClose(c)
+}
+
 // finish carries out a close, on the closer's goroutine (or the handler's, for a stream
 // closed while opening): a polite goodbye if the socket can take it, then the close, and the
 // bookkeeping.
@@ -340,19 +462,12 @@ func (c *pollStream) finish() {
 		c.mu.Unlock()
 		return
 	}
-	c.state.set(finished)
-	switch {
-	case c.out != nil:
-	case c.retry > 0:
-		// The retry: frame, and then no chunked terminator: clients must see the stream
-		// fail and come back. Some (r3labs/sse) treat a clean end as "done" and never
-		// reconnect.
-		_, _ = unix.Write(c.fd, wire.Chunk(wire.Retry(c.retry)))
-		p.srv.metrics.frames.WithLabelValues(frameRetry).Inc()
-	case c.reason == CloseRevoked:
-		// A clean end: the key is gone, reconnecting would only earn a 401.
-		_, _ = unix.Write(c.fd, wire.ChunkTerminator)
+	if !c.state.has(lingering) && !c.sayGoodbyeLocked(time.Now().UnixNano()) {
+		// The epoll loop writes the rest as the socket takes it, and calls finish again.
+		c.mu.Unlock()
+		return
 	}
+	c.state.set(finished)
 	sub := c.sub
 	c.sub = nil
 	reason := c.reason

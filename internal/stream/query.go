@@ -75,7 +75,9 @@ func parseQuery(raw string, maxChannels int) (request, error) {
 			dup = dup || have == ch
 		}
 		if !dup {
-			req.channels = append(req.channels, ch)
+			// A copy: a substring would keep the whole request line (and any padding a
+			// client put in it) alive for as long as the stream is open.
+			req.channels = append(req.channels, strings.Clone(ch))
 		}
 	}
 	return req, nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestValidChannel(t *testing.T) {
@@ -182,6 +183,24 @@ func TestClientIP(t *testing.T) {
 		}
 		if got := s.clientIP(r); got.String() != c.want {
 			t.Errorf("%s: clientIP = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// What a stream keeps of its query (the channel names) is copied out of the request: a
+// substring would keep the whole request line (every unused parameter too) alive for the
+// stream's life.
+func TestParsedQueryKeepsNoRequestBytes(t *testing.T) {
+	raw := "v=1.2&channels=a,b&key=k&pad=" + strings.Repeat("p", 6000)
+	req, err := parseQuery(raw, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.StringData(raw)))
+	hi := lo + uintptr(len(raw))
+	for _, ch := range req.channels {
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(ch))); p >= lo && p < hi {
+			t.Errorf("channel %q points into the request's query", ch)
 		}
 	}
 }

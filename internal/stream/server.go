@@ -9,8 +9,8 @@
 //     goroutine and no buffer of its own while idle: publishers write to it directly with
 //     non-blocking writes (pollstream_linux.go, the per-stream state machine), and the
 //     poller's epoll loop notices hang-ups and finishes writes a slow client could not take
-//     at once, its sweeper writes heartbeats and enforces write deadlines and lifetimes, and
-//     its closer carries out closes.
+//     at once, its sweeper writes heartbeats and enforces write deadlines and lifetimes as
+//     they come due in a timing wheel (wheel_linux.go), and its closer carries out closes.
 //   - The net/http path (HTTP/2, TLS, HTTP/1.0, other platforms): one goroutine per stream,
 //     the handler's, does every write under a deadline (loop.go).
 //
@@ -76,11 +76,14 @@ type Config struct {
 	// MaxChannels is the most channels one stream may ask for (default 10, at most 256).
 	MaxChannels int
 	// AllowedOrigins lists the CORS origins whose requests get credentials-enabled CORS
-	// headers; empty or containing "*" allows any origin (echoed, never a wildcard).
+	// headers; "*" allows any origin (echoed, never a wildcard); empty allows none. The
+	// opaque origin "null" (sandboxed frames, file: pages) is never allowed: any page can
+	// send it.
 	AllowedOrigins []string
 	// MaxStreams caps this instance's open streams; over it requests get 503 (0: no cap).
 	MaxStreams int
-	// MaxStreamsPerIP caps streams per client address on this instance; 429 (0: no cap).
+	// MaxStreamsPerIP caps streams per client address (an IPv6 /64 counts as one) on this
+	// instance; 429 (0: no cap).
 	MaxStreamsPerIP int
 	// AcceptRate limits new streams per second on this instance; 429 (0: no limit).
 	AcceptRate float64
@@ -94,6 +97,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// NoTakeover keeps every stream on the net/http path (one goroutine per stream).
 	NoTakeover bool
+	// NoReplay: a stream that opens without a Last-Event-ID header gets only what is
+	// published after it subscribed, not each channel's newest event (the default, which
+	// closes the race between an SDK fetching its config and opening its stream, and costs
+	// one conditional CDN request per connect of an SDK that refetches on every event). A
+	// stream with a Last-Event-ID is resumed either way.
+	NoReplay bool
 	// SendBuffer fixes each stream socket's kernel send buffer (SO_SNDBUF, which the kernel
 	// doubles) in bytes, bounding what a client that stops reading can pin (default 64 KiB;
 	// negative leaves the kernel's autotuning on).
@@ -155,6 +164,14 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[uint64]stream  // guarded by mu: admitted streams by id; nil until registered
 	perIP   map[netip.Addr]int // guarded by mu: admitted streams per client address
+	emptied chan struct{}      // guarded by mu: set by Drain, closed when streams empties
+}
+
+// start is where a stream starts: after floor, the version its Last-Event-ID names (zero:
+// with each channel's newest), or, with now, at what is published after it subscribed.
+type start struct {
+	floor hub.Version
+	now   bool
 }
 
 // stream is what the registry needs of an open stream, whichever path serves it.
@@ -170,7 +187,7 @@ type stream interface {
 type streamBase struct {
 	id       uint64
 	grant    auth.Grant
-	ip       netip.Addr
+	ip       netip.Addr // the client's address as per-address limits count it (ClientAddr)
 	protocol string
 	sub      *hub.Subscription
 	expires  time.Time // zero: no lifetime limit
@@ -203,9 +220,6 @@ func New(cfg Config, h *hub.Hub, a Authorizer, sd Seeder, quota KeyQuota, log *s
 		} else if o != "" {
 			s.origins[o] = true
 		}
-	}
-	if len(s.origins) == 0 {
-		s.anyOrigin = true
 	}
 	if cfg.AcceptRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.AcceptRate), max(1, int(cfg.AcceptRate)))
@@ -275,7 +289,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusForbidden, err.Error())
 		return
 	}
-	ip := s.clientIP(r)
+	ip := s.ClientAddr(r)
 	b := &streamBase{id: s.nextID.Add(1), grant: grant, ip: ip, gen: gen, channels: req.channels}
 	if status, msg, retry := s.admit(b); status != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
@@ -311,13 +325,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f := 0.8 + 0.2*rand.Float64()
 		b.expires = time.Now().Add(time.Duration(f * float64(s.cfg.MaxLifetime)))
 	}
-	floor := hub.Version{}
-	if len(req.channels) == 1 {
+	var from start
+	lastID := r.Header.Values("Last-Event-ID")
+	switch {
+	case len(lastID) == 0 && s.cfg.NoReplay:
+		// A fresh connect, and the operator chose not to replay (see Config.NoReplay).
+		from.now = true
+	case len(req.channels) == 1 && len(lastID) > 0:
 		// With one channel, Last-Event-ID says exactly which version the client holds. With
-		// several it cannot (one id for many channels), so each channel's newest is sent and
-		// SDKs skip what they already have by ETag.
-		if v, ok := wire.ParseEventID(r.Header.Get("Last-Event-ID")); ok {
-			floor = v
+		// several it cannot (one id for many channels), so each channel's newest is sent
+		// (the Node and JS SDKs skip an ETag they hold; the Python one refetches, which the
+		// CDN answers 304).
+		if v, ok := wire.ParseEventID(lastID[0]); ok {
+			from.floor = v
 		}
 	}
 	if r.Method == http.MethodHead {
@@ -327,10 +347,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.poller != nil && r.ProtoMajor == 1 && r.ProtoMinor == 1 && r.TLS == nil {
-		s.serveTakeover(w, r, b, req.channels, floor)
+		s.serveTakeover(w, r, b, req.channels, from)
 		return
 	}
-	s.serveLoop(w, r, b, req.channels, floor)
+	s.serveLoop(w, r, b, req.channels, from)
 }
 
 // admit applies the instance-local limits and registers the stream's address. A refusal
@@ -356,19 +376,25 @@ func (s *Server) admit(b *streamBase) (status int, msg string, retryAfter int) {
 // unadmit undoes admit for a stream that never opened.
 func (s *Server) unadmit(b *streamBase) {
 	s.mu.Lock()
-	delete(s.streams, b.id)
-	s.decIPLocked(b.ip)
+	s.dropLocked(b)
 	s.mu.Unlock()
 	if b.release != nil {
 		b.release()
 	}
 }
 
-func (s *Server) decIPLocked(ip netip.Addr) {
-	if s.perIP[ip] <= 1 {
-		delete(s.perIP, ip)
+// dropLocked removes an admitted stream from the registry, and tells a waiting Drain when
+// it was the last.
+func (s *Server) dropLocked(b *streamBase) {
+	delete(s.streams, b.id)
+	if s.perIP[b.ip] <= 1 {
+		delete(s.perIP, b.ip)
 	} else {
-		s.perIP[ip]--
+		s.perIP[b.ip]--
+	}
+	if s.emptied != nil && len(s.streams) == 0 {
+		close(s.emptied)
+		s.emptied = nil
 	}
 }
 
@@ -394,8 +420,7 @@ func (s *Server) register(st stream) {
 func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason) {
 	s.hub.Unsubscribe(sub)
 	s.mu.Lock()
-	delete(s.streams, b.id)
-	s.decIPLocked(b.ip)
+	s.dropLocked(b)
 	s.mu.Unlock()
 	if b.release != nil {
 		b.release()
@@ -404,11 +429,18 @@ func (s *Server) forget(b *streamBase, sub *hub.Subscription, reason CloseReason
 	s.metrics.closed[reason].Inc()
 }
 
-// subscribe registers the stream in the hub and returns the call that asks for the channels
-// the hub has not seen to be seeded from the store (in one lookup), so that a fresh stream
-// gets each channel's newest event at once; the caller makes it once the stream is open.
-func (s *Server) subscribe(sink hub.Sink, channels []string, floor hub.Version) (*hub.Subscription, func()) {
-	sub, unseeded := s.hub.Subscribe(sink, channels, floor)
+// subscribe registers the stream in the hub (from its floor, or from now) and returns the
+// call that asks for the channels the hub has not seen to be seeded from the store (in one
+// lookup), so that a fresh stream gets each channel's newest event at once; the caller makes
+// it once the stream is open.
+func (s *Server) subscribe(sink hub.Sink, channels []string, from start) (*hub.Subscription, func()) {
+	var sub *hub.Subscription
+	var unseeded []int
+	if from.now {
+		sub, unseeded = s.hub.SubscribeFromNow(sink, channels)
+	} else {
+		sub, unseeded = s.hub.Subscribe(sink, channels, from.floor)
+	}
 	seed := func() {
 		if len(unseeded) == 0 {
 			return
@@ -424,8 +456,29 @@ func (s *Server) subscribe(sink hub.Sink, channels []string, floor hub.Version) 
 
 // Drain closes every open stream, spread evenly over window in random order, each with a
 // jittered "retry:" so that clients reconnect (to another instance) gradually rather than
-// in one burst. New streams are refused with 503 from the moment Drain is called.
+// in one burst. New streams are refused with 503 from the moment Drain is called. It then
+// waits until every stream has had its goodbye (at most the write timeout for a client
+// that does not read) and is gone, or ctx ends.
 func (s *Server) Drain(ctx context.Context, window time.Duration) {
+	s.closeSpread(ctx, window)
+	s.mu.Lock()
+	if len(s.streams) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.emptied == nil {
+		s.emptied = make(chan struct{})
+	}
+	emptied := s.emptied
+	s.mu.Unlock()
+	select {
+	case <-emptied:
+	case <-ctx.Done():
+	}
+}
+
+// closeSpread is Drain's schedule: every stream closed, evenly over window.
+func (s *Server) closeSpread(ctx context.Context, window time.Duration) {
 	s.draining.Store(true)
 	s.mu.Lock()
 	all := make([]stream, 0, len(s.streams))

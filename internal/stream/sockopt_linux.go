@@ -10,6 +10,9 @@ import (
 
 // socketFD returns the descriptor of a TCP connection's socket.
 func socketFD(nc net.Conn) (int, bool) {
+	if w, ok := nc.(*trackedConn); ok {
+		nc = w.Conn
+	}
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return 0, false

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
 
@@ -28,12 +27,12 @@ const unexpectedDataResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: applic
 // serveTakeover hijacks the connection of an admitted HTTP/1.1 stream request and hands it to
 // the poller; the handler goroutine (and net/http's buffers) are gone once the poller has
 // written the response head.
-func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, floor hub.Version) {
+func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, from start) {
 	cors := corsHeaderLines(w.Header())
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		// Not hijackable after all (a wrapped writer): serve it the ordinary way.
-		s.serveLoop(w, r, b, channels, floor)
+		s.serveLoop(w, r, b, channels, from)
 		return
 	}
 	b.protocol = protoHTTP1
@@ -51,7 +50,7 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	if r.Context().Value(tunedKey{}) == nil {
 		s.tuneSocket(fd) // not accepted through ConnContext (an embedding server)
 	}
-	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, fd, b, channels, floor, responseHead(cors))
+	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, fd, b, channels, from, responseHead(cors))
 }
 
 // responseHead is what net/http would have written for a stream response on HTTP/1.1 (see
