@@ -59,7 +59,9 @@ func TestPaddedQueryPinsNothing(t *testing.T) {
 	plain, padded := heap1-heap0, heap2-heap1
 	t.Logf("Go heap in use per stream: plain query %s, with %d bytes of an unused parameter %s; RSS per stream %s and %s (race-built gateway: %v)",
 		kib(plain), pad, kib(padded), kib(float64(rss1-rss0)), kib(float64(rss2-rss1)), gatewayRace(t))
-	if extra := (padded - plain) / n; extra > 1024 {
+	// A pinned request line costs at least its 6,000 bytes per stream; the heap of a loaded,
+	// race-built gateway moves by about a KiB per stream between measurements either way.
+	if extra := (padded - plain) / n; extra > pad/2 {
 		t.Errorf("a padded stream keeps %.0f bytes more heap than a plain one: its request line is still referenced", extra)
 	}
 }
