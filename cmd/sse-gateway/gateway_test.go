@@ -21,6 +21,12 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/gateway"
 )
 
+// waitLimit bounds every wait of these tests: running out is a failure, never a
+// measurement. It stays below what each wait tells its event apart from: keys in Redis are
+// re-read every 30 s (a notification brings them at once), a crashed instance's quota share
+// expires after 30 s (a stopping one gives it back at once).
+const waitLimit = 15 * time.Second
+
 // testAdminToken is the admin token of every test gateway.
 const testAdminToken = "test-admin-token"
 
@@ -100,13 +106,13 @@ func startGateway(t *testing.T, args ...string) *testGateway {
 		})
 	}
 	t.Cleanup(g.stop)
-	rec, err := tap.wait("listening", 10*time.Second, done)
+	rec, err := tap.wait("listening", waitLimit, done)
 	if err != nil {
 		t.Fatalf("gateway did not start: %v\nlogs:\n%s", err, tap.String())
 	}
 	g.addr = rec["addr"].(string)
 	if cfg.MetricsAddr != "" {
-		rec, err := tap.wait("metrics listening", time.Second, done)
+		rec, err := tap.wait("metrics listening", waitLimit, done)
 		if err != nil {
 			t.Fatalf("metrics listener: %v", err)
 		}
@@ -126,7 +132,7 @@ func (g *testGateway) streamURL(key string, channels ...string) string {
 // waitReady polls /readyz until it answers 200.
 func (g *testGateway) waitReady(c *http.Client) {
 	g.t.Helper()
-	waitFor(g.t, 10*time.Second, "the gateway to be ready", func() bool {
+	waitFor(g.t, waitLimit, "the gateway to be ready", func() bool {
 		resp, err := c.Get(g.url("/readyz"))
 		if err != nil {
 			return false

@@ -38,7 +38,7 @@ func TestMaxStreamsPerKeyAcrossInstances(t *testing.T) {
 
 	// Closing a stream on one instance frees a place on the other.
 	sb.Close()
-	waitFor(t, 2*time.Second, "the released place to be usable on the other instance", func() bool {
+	waitFor(t, waitLimit, "the released place to be usable on the other instance", func() bool {
 		s, resp := openStream(t, c, a.streamURL(testKeys["k1"], "ch"))
 		if s == nil {
 			resp.Body.Close()
@@ -50,7 +50,7 @@ func TestMaxStreamsPerKeyAcrossInstances(t *testing.T) {
 
 	// An instance that stops gives its places back at once.
 	a.stop()
-	waitFor(t, time.Second, "the stopped instance's places to be free", func() bool {
+	waitFor(t, waitLimit, "the stopped instance's places to be free", func() bool {
 		s, resp := openStream(t, c, b.streamURL(testKeys["k1"], "ch"))
 		if s == nil {
 			resp.Body.Close()

@@ -26,7 +26,7 @@ func TestMetricsCatalogue(t *testing.T) {
 	s := mustOpen(t, c, g.streamURL(testKeys["k1"], "vip_1"))
 	defer s.Close()
 	g.publish(c, "vip_1", `"e1"`, time.Now().UnixMilli())
-	if d := s.data(t, 5*time.Second); !strings.Contains(d, `"channel":"vip_1"`) {
+	if d := s.data(t, waitLimit); !strings.Contains(d, `"channel":"vip_1"`) {
 		t.Fatalf("stream got %q", d)
 	}
 
