@@ -207,13 +207,19 @@ func publishWith(t *testing.T, c *http.Client, g *testGateway, token string, wan
 // stderr; it fails the test unless the exit code is want.
 func runCommand(t *testing.T, want int, args ...string) (stdout, stderr string) {
 	t.Helper()
+	return runCommandEnv(t, want, nil, args...)
+}
+
+// runCommandEnv is runCommand with env added to the child's environment.
+func runCommandEnv(t *testing.T, want int, env []string, args ...string) (stdout, stderr string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))
+	cmd.Env = append(append(cmd.Env, env...), childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	_ = cmd.Run()
