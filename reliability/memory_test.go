@@ -2,24 +2,17 @@ package reliability
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
 )
 
 // TestStreamMemory measures what an idle stream costs the gateway on each path: plain
@@ -35,7 +28,8 @@ import (
 // open that many).
 func TestStreamMemory(t *testing.T) {
 	n := scaled(10000, 2000)
-	certFile, keyFile, pool := selfSignedCert(t)
+	certs := gwtest.NewCerts(t)
+	certFile, keyFile, pool := certs.CertFile, certs.KeyFile, certs.Pool
 	r := startRedis(t)
 	type cost struct{ rss, goMem float64 } // bytes per stream
 	measure := func(name string, tlsOn bool, open func(addr string) (io.Closer, error)) cost {
@@ -190,38 +184,3 @@ func openRaw(src, addr string, cfg *tls.Config) (io.Closer, error) {
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
-
-// selfSignedCert writes a self-signed certificate for 127.0.0.1 and its key, and returns
-// their paths and a pool trusting it.
-func selfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sse-gateway reliability"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for f, b := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: kb}} {
-		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return certFile, keyFile, pool
-}

@@ -35,12 +35,7 @@ func startChild(t *testing.T, nofile int, env []string, args ...string) *child {
 	if nofile > 0 {
 		cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0"`, nofile), os.Args[0])
 	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(append(cmd.Env, env...), childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))
+	cmd.Env = childEnviron(append(env, childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -140,4 +135,16 @@ func childGateway(t *testing.T, nofile int, args ...string) (addr string, logLin
 	c := startChild(t, nofile, nil, args...)
 	rec, _ := c.waitRecord("listening", 0)
 	return rec["addr"].(string), rec
+}
+
+// childEnviron is this process's environment without its SSE_GATEWAY_* variables, so that
+// only what a test passes configures a command it runs, plus extra.
+func childEnviron(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }

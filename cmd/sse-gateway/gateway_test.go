@@ -36,18 +36,24 @@ var testKeys = map[string]string{"k1": "secret-one", "k2": "secret-two"}
 // writeKeysFile writes testKeys (every channel allowed) and returns its path.
 func writeKeysFile(t *testing.T) string {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys.json")
+	writeKeys(t, path, testKeys)
+	return path
+}
+
+// writeKeys writes a keys file of name -> key, every key allowed every channel.
+func writeKeys(t *testing.T, path string, keys map[string]string) {
+	t.Helper()
 	var f struct {
 		Keys []map[string]any `json:"keys"`
 	}
-	for name, key := range testKeys {
+	for name, key := range keys {
 		f.Keys = append(f.Keys, map[string]any{"name": name, "key": key, "channels": []string{"*"}})
 	}
 	b, _ := json.Marshal(f)
-	path := filepath.Join(t.TempDir(), "keys.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path
 }
 
 // testGateway is serve() running in this process.

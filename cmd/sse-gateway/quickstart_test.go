@@ -130,11 +130,7 @@ func (ns *netns) command(dir, line string) *exec.Cmd {
 	cmd := exec.Command("ip", "netns", "exec", ns.name, "sh", "-c", line)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = childEnviron()
 	return cmd
 }
 

@@ -214,12 +214,7 @@ func runCommand(t *testing.T, want int, args ...string) (stdout, stderr string) 
 func runCommandEnv(t *testing.T, want int, env []string, args ...string) (stdout, stderr string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SSE_GATEWAY_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(append(cmd.Env, env...), childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))
+	cmd.Env = childEnviron(append(env, childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	_ = cmd.Run()

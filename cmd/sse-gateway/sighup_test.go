@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -22,20 +21,7 @@ import (
 func TestSIGHUPReloadsKeysFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "keys.json")
-	writeKeys := func(keys map[string]string) {
-		t.Helper()
-		var f struct {
-			Keys []map[string]any `json:"keys"`
-		}
-		for name, key := range keys {
-			f.Keys = append(f.Keys, map[string]any{"name": name, "key": key, "channels": []string{"*"}})
-		}
-		b, _ := json.Marshal(f)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeKeys(map[string]string{"removed": "secret-removed", "kept": "secret-kept"})
+	writeKeys(t, path, map[string]string{"removed": "secret-removed", "kept": "secret-kept"})
 	proc := startChild(t, 0, nil, "serve", "--addr", "127.0.0.1:0", "--keys-file", path,
 		"--admin-token", testAdminToken, "--drain", "100ms", "--heartbeat", "1s")
 	rec, seen := proc.waitRecord("listening", 0)
@@ -44,7 +30,7 @@ func TestSIGHUPReloadsKeysFile(t *testing.T) {
 	removed := mustOpen(t, c, g.streamURL("secret-removed", "ch"))
 	kept := mustOpen(t, c, g.streamURL("secret-kept", "ch"))
 
-	writeKeys(map[string]string{"kept": "secret-kept", "added": "secret-added"})
+	writeKeys(t, path, map[string]string{"kept": "secret-kept", "added": "secret-added"})
 	proc.signal(syscall.SIGHUP)
 	rec, seen = proc.waitRecord("SIGHUP: keys reloaded", seen)
 	if rec["revoked"] != 1.0 || rec["streams_closed"] != 1.0 {
