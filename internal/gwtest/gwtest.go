@@ -1,6 +1,6 @@
 // Package gwtest gives tests that run the gateway as a process (e2e/, reliability/) the
 // sse-gateway binary: the one named by an environment variable, or ./cmd/sse-gateway built
-// once per test process.
+// once per test process; and tests that speak TLS a private certificate authority (certs.go).
 package gwtest
 
 import (
