@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/redistest"
 	"github.com/sse-gateway/sse-gateway/internal/store"
@@ -326,7 +326,7 @@ func TestLatestIsSharedPerChannel(t *testing.T) {
 	// Every caller is waiting for the shared lookup (the first one's GET is held at the
 	// gate): all callers blocked in Latest's select.
 	waitFor(t, waitLimit, fmt.Sprintf("%d callers waiting in Latest", callers), func() bool {
-		return goroutinesBlockedIn("subscribe.(*Redis).Latest(", "select") == callers
+		return gwtest.Goroutines("subscribe.(*Redis).Latest(", "select") == callers
 	})
 	close(gate)
 	done.Wait()
@@ -458,28 +458,4 @@ func TestMetricsLint(t *testing.T) {
 			t.Errorf("metric %s not registered", want)
 		}
 	}
-}
-
-// goroutinesBlockedIn counts the goroutines whose state is state (as runtime.Stack writes
-// it: "select", "chan receive", ...) and whose top frames include fn: the positive sign that
-// they got where a test waits for them, instead of a sleep that hopes they did.
-func goroutinesBlockedIn(fn, state string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, frames, _ := strings.Cut(g, "\n")
-		// "goroutine 42 [select]:" or "goroutine 42 [select, 2 minutes]:"
-		if st, ok := strings.CutPrefix(header[strings.IndexByte(header, '[')+1:], state); ok && st != "" && (st[0] == ']' || st[0] == ',') && strings.Contains(frames, fn) {
-			count++
-		}
-	}
-	return count
 }
