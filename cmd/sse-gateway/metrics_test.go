@@ -30,15 +30,21 @@ func TestMetricsCatalogue(t *testing.T) {
 		t.Fatalf("stream got %q", d)
 	}
 
-	resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
+	// A stream has the event before the fan-out that wrote it is counted: wait for the
+	// count of the allow-listed channel, the last series to appear.
+	var body []byte
+	waitFor(t, waitLimit, "the fan-out to be counted", func() bool {
+		resp, err := c.Get("http://" + g.metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/metrics: %s", resp.Status)
+		}
+		return strings.Contains(string(body), `sse_gateway_channel_events_total{channel="vip_1"} 1`)
+	})
 	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
 	if err != nil {
 		t.Fatalf("promlint: %v", err)

@@ -123,7 +123,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	old := d.Master()
 	old.Kill()
 	d.WaitMaster(old, 60*time.Second)
-	waitFor(t, waitLimit, "the gateway to log the lost master", func() bool { return status(t, c, sgw.url("/readyz")) != http.StatusOK })
+	waitFor(t, waitLimit, "the gateway to follow the failover", func() bool {
+		return strings.Count(strings.Join(sg.log(), "\n"), "sentinel: new master") >= 2
+	})
 	sgw.waitReady(c)
 	publishWith(t, c, sgw, tokenOK, http.StatusAccepted)
 	out, errOut = runCommand(t, 0, "publish", "--redis-url", sentinelURL, "--channel", "ch", "--etag", `"sentinel"`)
