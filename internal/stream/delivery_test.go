@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -119,6 +120,9 @@ func TestStoreFailureStillStreams(t *testing.T) {
 func TestStoreAskedOncePerChannel(t *testing.T) {
 	e := startEnv(t, modes[0], Config{})
 	a := e.connect(e.url(secretAll, "c"), nil)
+	// The first stream asks the store after its headers went out; the next ones are to find
+	// the channel seeded, so they connect once its handler has finished (with the lookup).
+	eventually(t, "the first stream handed over", func() bool { return gwtest.Goroutines("stream.(*poller).takeOver(", "") == 0 })
 	e.connect(e.url(secretAll, "c"), nil)
 	e.connect(e.url(secretAll, "c"), nil)
 	m := e.publish("c", 7, "")
