@@ -188,4 +188,3 @@ func tailOf(s string) string {
 	}
 	return s
 }
-
