@@ -10,8 +10,8 @@ import (
 // is then taken down never sends a FIN or RST; its stream would stay open forever if
 // nothing wrote to it. With --heartbeat 1s --write-timeout 2s the heartbeat stays
 // unacknowledged and the kernel fails the socket (TCP_USER_TIMEOUT = the write timeout):
-// the gateway must close the stream (stream_closes_total grows, streams_open drops) while
-// a client on a healthy link keeps its stream and still receives a publish.
+// the gateway must close the stream (stream_closes_total grows, streams_open drops), count
+// it "slow", while a client on a healthy link keeps its stream and still receives a publish.
 func TestHalfOpenClient(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
@@ -49,6 +49,9 @@ func TestHalfOpenClient(t *testing.T) {
 		if m1.get("sse_gateway_stream_closes_total", `reason="`+rs+`"`) > m.get("sse_gateway_stream_closes_total", `reason="`+rs+`"`) {
 			reason = rs
 		}
+	}
+	if reason != "slow" {
+		t.Errorf("the half-open stream was counted %q, want \"slow\" (its writes could not complete: the peer is gone, not hung up)", reason)
 	}
 	if !remote.isOpen() {
 		t.Errorf("the namespaced client saw its stream end, so the connection was not half-open: %s", remote.describe())

@@ -190,8 +190,10 @@ func TestHostileInput(t *testing.T) {
 		for i := range many {
 			many[i] = "c" + strconv.Itoa(i)
 		}
+		// 3,000 channels: a query over its 8 KiB limit, within the 32 KiB of headers a
+		// stream request may have (beyond those net/http answers 431 itself).
 		a := rawRequest(g.Addr, "", get(g.Addr, streamPath(strings.Join(many[:3000], ","))))
-		jsonError(t, "3,000 channels", a, http.StatusBadRequest, http.StatusRequestURITooLong)
+		jsonError(t, "3,000 channels", a, http.StatusRequestURITooLong)
 		t.Logf("3,000 channels: %d %s", a.status, strings.TrimSpace(a.body))
 		jsonError(t, "11 channels (over --max-channels 10)", rawRequest(g.Addr, "", get(g.Addr, streamPath(strings.Join(many[:11], ",")))), http.StatusBadRequest)
 		jsonError(t, "20 KB URL", rawRequest(g.Addr, "", get(g.Addr, streamPath(ch)+"&pad="+strings.Repeat("p", 20<<10))), http.StatusRequestURITooLong)

@@ -3,6 +3,7 @@ package reliability
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -60,27 +61,23 @@ func TestOrderingRacingPublishers(t *testing.T) {
 			newest[ch] = v
 		}
 	}
-	var wg sync.WaitGroup
-	// Meanwhile both gateways' subscriptions are cut three times: events published in the
-	// gaps come back through the resync, racing the live ones.
-	stopKills := make(chan struct{})
-	kills := 0
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stopKills:
-				return
-			case <-time.After(150 * time.Millisecond):
-			}
-			if kills < 3 {
-				if err := r.Client.Do(t.Context(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err == nil {
-					kills++
-				}
-			}
+	// Meanwhile both gateways' subscriptions are cut three times, at a quarter, half and
+	// three quarters of publisher 0's run: events published in the gaps come back through
+	// the resync, racing the live ones. Each cut waits until both gateways are subscribed
+	// again, and must cut both.
+	var killed []int64
+	cut := func() {
+		if _, ok := eventually(30*time.Second, func() bool { return r.subscribers() == 2 }); !ok {
+			t.Errorf("the gateways did not both re-subscribe within 30s of the last cut (%d subscribed)", r.subscribers())
+			return
 		}
-	}()
+		n, err := r.Client.Do(t.Context(), "CLIENT", "KILL", "TYPE", "pubsub").Int64()
+		if err != nil {
+			t.Errorf("CLIENT KILL TYPE pubsub: %v", err)
+			return
+		}
+		killed = append(killed, n)
+	}
 	var pubs sync.WaitGroup
 	for p := range 2 {
 		pubs.Add(1)
@@ -104,6 +101,9 @@ func TestOrderingRacingPublishers(t *testing.T) {
 					redelivered++
 					mu.Unlock()
 				}
+				if p == 0 && k > 0 && k%(perPublisher/4) == 0 && len(killed) < 3 {
+					cut()
+				}
 				if p == 0 && k%4 == 0 {
 					etag := fmt.Sprintf(`"s-%d"`, k)
 					r.publishRaw(side, payload(etag, base+int64(k), 0, false))
@@ -116,8 +116,9 @@ func TestOrderingRacingPublishers(t *testing.T) {
 		}()
 	}
 	pubs.Wait()
-	close(stopKills)
-	wg.Wait()
+	if len(killed) != 3 || slices.ContainsFunc(killed, func(n int64) bool { return n != 2 }) {
+		t.Errorf("CLIENT KILL TYPE pubsub cut %v connections; want 3 cuts of both gateways' subscriptions while the publishers ran", killed)
+	}
 	// A raw PUBLISH that lands while no gateway is subscribed reaches nobody and is stored
 	// by nobody: Redis pub/sub is at-most-once, and only the publish CLI and API store
 	// before publishing. So the channel's newest version is the one a client must end at
@@ -148,7 +149,7 @@ func TestOrderingRacingPublishers(t *testing.T) {
 	}
 	ma, mb := a.metrics(), b.metrics()
 	t.Logf("%d publishes (2 racing publishers, ties every 10th) + %d redeliveries, subscriptions cut %d times: %d clients on 2 gateways received %d-%d events each, %d reconnects with Last-Event-ID; every sequence strictly increasing, all ended at %s; gateways dropped stale=%v/%v duplicate=%v/%v",
-		published, redelivered, kills, len(list), lo, hi, reconnects, newest[main],
+		published, redelivered, len(killed), len(list), lo, hi, reconnects, newest[main],
 		ma.get("sse_gateway_events_dropped_total", `reason="stale"`), mb.get("sse_gateway_events_dropped_total", `reason="stale"`),
 		ma.get("sse_gateway_events_dropped_total", `reason="duplicate"`), mb.get("sse_gateway_events_dropped_total", `reason="duplicate"`))
 }

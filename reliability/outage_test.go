@@ -18,8 +18,10 @@ const outageChannels = 20
 // 127.0.0.x source addresses, 100 per channel):
 //
 //   - kill: Redis is SIGKILLed; /readyz must turn 503 and stay 503 while it is down; it is
-//     restarted (empty) on the same port and every channel is published at once with the
-//     publish CLI; every client must get it on the stream it already had.
+//     restarted (empty) on the same port with PSUBSCRIBE forbidden, every channel is
+//     published with the publish CLI (PUBSUB NUMPAT is 0 after it: the gateway has not
+//     re-subscribed), PSUBSCRIBE is allowed again, and every client must get the new
+//     version on the stream it already had.
 //   - pubsub-gap: the gateway's subscription connection is cut (CLIENT KILL TYPE pubsub)
 //     while an ACL forbids PSUBSCRIBE, so the gap before it re-subscribes is held open
 //     deterministically; the new versions are published in the gap (PUBSUB NUMPAT is 0
@@ -132,9 +134,16 @@ func TestRedisOutage(t *testing.T) {
 		jsonError(t, "POST /v1/publish while Redis is down", answer{status: st, header: jsonHeader, body: body}, http.StatusServiceUnavailable)
 		staysNotReady("kill", 2*time.Second)
 		down := time.Since(killed)
-		r.Restart()
+		// Restarted with PSUBSCRIBE forbidden until the new version is published, so that
+		// it provably lands before the gateway has re-subscribed (PUBSUB NUMPAT 0 after it):
+		// only the resync can bring it to the clients.
+		r.Restart("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-psubscribe")
 		restarted := time.Now()
 		v2 := publishAll(2)
+		if p := r.numPat(); p != 0 {
+			t.Fatalf("PUBSUB NUMPAT = %d after publishing into the restarted Redis with PSUBSCRIBE forbidden, want 0", p)
+		}
+		r.Do("ACL", "SETUSER", "default", "+psubscribe")
 		delivered := waitAll(v2, 60*time.Second)
 		ready := readyWithin("kill")
 		stayedOpen("kill")

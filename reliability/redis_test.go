@@ -132,3 +132,19 @@ func publishCLIAll(t testing.TB, redisURL string, channels []string, etag string
 		t.FailNow()
 	}
 }
+
+// subscribers counts the pub/sub connections (CLIENT LIST TYPE pubsub) with a pattern
+// subscription: one per subscribed gateway.
+func (r *redisProc) subscribers() int {
+	list, err := r.Client.Do(r.t.Context(), "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, " psub=1 ") {
+			n++
+		}
+	}
+	return n
+}

@@ -21,6 +21,12 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/gateway"
 )
 
+// waitLimit bounds every wait of these tests: running out is a failure, never a
+// measurement. It stays below what each wait tells its event apart from: keys in Redis are
+// re-read every 30 s (a notification brings them at once), a crashed instance's quota share
+// expires after 30 s (a stopping one gives it back at once).
+const waitLimit = 15 * time.Second
+
 // testAdminToken is the admin token of every test gateway.
 const testAdminToken = "test-admin-token"
 
@@ -30,18 +36,24 @@ var testKeys = map[string]string{"k1": "secret-one", "k2": "secret-two"}
 // writeKeysFile writes testKeys (every channel allowed) and returns its path.
 func writeKeysFile(t *testing.T) string {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys.json")
+	writeKeys(t, path, testKeys)
+	return path
+}
+
+// writeKeys writes a keys file of name -> key, every key allowed every channel.
+func writeKeys(t *testing.T, path string, keys map[string]string) {
+	t.Helper()
 	var f struct {
 		Keys []map[string]any `json:"keys"`
 	}
-	for name, key := range testKeys {
+	for name, key := range keys {
 		f.Keys = append(f.Keys, map[string]any{"name": name, "key": key, "channels": []string{"*"}})
 	}
 	b, _ := json.Marshal(f)
-	path := filepath.Join(t.TempDir(), "keys.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path
 }
 
 // testGateway is serve() running in this process.
@@ -100,13 +112,13 @@ func startGateway(t *testing.T, args ...string) *testGateway {
 		})
 	}
 	t.Cleanup(g.stop)
-	rec, err := tap.wait("listening", 10*time.Second, done)
+	rec, err := tap.wait("listening", waitLimit, done)
 	if err != nil {
 		t.Fatalf("gateway did not start: %v\nlogs:\n%s", err, tap.String())
 	}
 	g.addr = rec["addr"].(string)
 	if cfg.MetricsAddr != "" {
-		rec, err := tap.wait("metrics listening", time.Second, done)
+		rec, err := tap.wait("metrics listening", waitLimit, done)
 		if err != nil {
 			t.Fatalf("metrics listener: %v", err)
 		}
@@ -126,7 +138,7 @@ func (g *testGateway) streamURL(key string, channels ...string) string {
 // waitReady polls /readyz until it answers 200.
 func (g *testGateway) waitReady(c *http.Client) {
 	g.t.Helper()
-	waitFor(g.t, 10*time.Second, "the gateway to be ready", func() bool {
+	waitFor(g.t, waitLimit, "the gateway to be ready", func() bool {
 		resp, err := c.Get(g.url("/readyz"))
 		if err != nil {
 			return false

@@ -1,16 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/redistest"
 )
@@ -38,7 +30,7 @@ func TestMaxStreamsPerKeyAcrossInstances(t *testing.T) {
 
 	// Closing a stream on one instance frees a place on the other.
 	sb.Close()
-	waitFor(t, 2*time.Second, "the released place to be usable on the other instance", func() bool {
+	waitFor(t, waitLimit, "the released place to be usable on the other instance", func() bool {
 		s, resp := openStream(t, c, a.streamURL(testKeys["k1"], "ch"))
 		if s == nil {
 			resp.Body.Close()
@@ -50,7 +42,7 @@ func TestMaxStreamsPerKeyAcrossInstances(t *testing.T) {
 
 	// An instance that stops gives its places back at once.
 	a.stop()
-	waitFor(t, time.Second, "the stopped instance's places to be free", func() bool {
+	waitFor(t, waitLimit, "the stopped instance's places to be free", func() bool {
 		s, resp := openStream(t, c, b.streamURL(testKeys["k1"], "ch"))
 		if s == nil {
 			resp.Body.Close()
@@ -115,60 +107,6 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 		_, resp = openStream(t, c, g.streamURL(testKeys["k1"], "ch"), xff("198.51.100.9, 192.0.2.2")...)
 		refusal(t, resp, http.StatusTooManyRequests)
 	})
-}
-
-// childGateway runs the command (main's run) in a child process of the test binary under
-// `ulimit -n nofile`, and returns the address it listens on.
-func childGateway(t *testing.T, nofile int, args ...string) (addr string, logLine map[string]any) {
-	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0"`, nofile), os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgsEnv+"="+strings.Join(args, "\n"))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	found := make(chan map[string]any, 1)
-	// One reader for the child's log until it exits, so the child never blocks on a full pipe.
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			var rec map[string]any
-			if !sent && json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "listening" {
-				found <- rec
-				sent = true
-			}
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("child gateway did not exit within 10s of SIGTERM")
-			return
-		}
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("child gateway exited %d after SIGTERM, want 0", code)
-		}
-	})
-	select {
-	case rec := <-found:
-		return rec["addr"].(string), rec
-	case <-exited:
-		t.Fatalf("child gateway exited before listening")
-	case <-time.After(10 * time.Second):
-		t.Fatalf("child gateway did not listen within 10s")
-	}
-	return "", nil
 }
 
 // Without --max-streams, the cap derives from the open-files limit, so an instance answers

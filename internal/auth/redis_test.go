@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,7 +66,13 @@ func (r *revocations) has(id string) bool {
 // runSource runs a RedisSource over a fresh client until t ends.
 func runSource(t *testing.T, addr string, store *Store, rev *revocations, cfg RedisSourceConfig) *RedisSource {
 	t.Helper()
-	src := NewRedisSource(NewRedisKeys(testClient(t, addr), testPrefix), store, rev.add, cfg, nil)
+	return runSourceLog(t, addr, store, rev, cfg, nil)
+}
+
+// runSourceLog is runSource with the source's logger.
+func runSourceLog(t *testing.T, addr string, store *Store, rev *revocations, cfg RedisSourceConfig, log *slog.Logger) *RedisSource {
+	t.Helper()
+	src := NewRedisSource(NewRedisKeys(testClient(t, addr), testPrefix), store, rev.add, cfg, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
@@ -80,6 +88,56 @@ func runSource(t *testing.T, addr string, store *Store, rev *revocations, cfg Re
 		}
 	})
 	return src
+}
+
+// waitLimit bounds every wait here: running out is a failure, never a measurement. What a
+// wait tells apart is never a slower success: with ReloadInterval an hour, only the
+// notification (or the re-subscription) under test can bring a change within it.
+const waitLimit = 20 * time.Second
+
+// commandCalls reads how many times Redis has run cmd (INFO commandstats): a record kept by
+// the server, for negative checks that must know a moment has passed.
+func commandCalls(t *testing.T, c *redis.Client, cmd string) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest+",", ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// recordLog is a slog handler keeping every message, for a test to wait on one.
+type recordLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recordLog) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recordLog) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *recordLog) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recordLog) WithGroup(string) slog.Handler      { return r }
+
+func (r *recordLog) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if strings.Contains(m, msg) {
+			n++
+		}
+	}
+	return n
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
@@ -186,8 +244,8 @@ func TestRedisKeysAdmin(t *testing.T) {
 	}
 }
 
-// Changes reach a running source through the notification, well within a second, and a
-// rotated or revoked key's ID is handed to onRevoked.
+// Changes reach a running source through the notification (the periodic reload is an hour
+// away), and a rotated or revoked key's ID is handed to onRevoked.
 func TestRedisSourceFollowsNotifications(t *testing.T) {
 	leakCheck(t)
 	srv := redistest.Start(t)
@@ -195,7 +253,7 @@ func TestRedisSourceFollowsNotifications(t *testing.T) {
 	store := NewStore()
 	rev := &revocations{}
 	src := runSource(t, srv.Addr(), store, rev, RedisSourceConfig{ReloadInterval: time.Hour})
-	waitUntil(t, 5*time.Second, "the first load", src.Loaded)
+	waitUntil(t, waitLimit, "the first load", src.Loaded)
 	ctx := context.Background()
 
 	secret, notified, err := rk.Add(ctx, "prod", []string{"dvc_*"}, false)
@@ -205,7 +263,7 @@ func TestRedisSourceFollowsNotifications(t *testing.T) {
 	if notified != 1 {
 		t.Fatalf("Add notified %d gateways, want 1", notified)
 	}
-	took := waitUntil(t, time.Second, "the added key to authorize", func() bool { return authorizes(store, secret, "dvc_a") })
+	took := waitUntil(t, waitLimit, "the added key to authorize", func() bool { return authorizes(store, secret, "dvc_a") })
 	t.Logf("added key usable after %v", took)
 	if authorizes(store, secret, "other") {
 		t.Fatal("key authorizes a channel outside its patterns")
@@ -215,7 +273,7 @@ func TestRedisSourceFollowsNotifications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Second, "the rotation", func() bool { return authorizes(store, rotated, "dvc_a") })
+	waitUntil(t, waitLimit, "the rotation", func() bool { return authorizes(store, rotated, "dvc_a") })
 	if authorizes(store, secret, "dvc_a") {
 		t.Fatal("the old secret still authorizes after rotation")
 	}
@@ -226,7 +284,7 @@ func TestRedisSourceFollowsNotifications(t *testing.T) {
 	if _, err := rk.Revoke(ctx, "prod"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Second, "the revocation", func() bool { return rev.has(keyID("prod", rotated)) })
+	waitUntil(t, waitLimit, "the revocation", func() bool { return rev.has(keyID("prod", rotated)) })
 	if authorizes(store, rotated, "dvc_a") {
 		t.Fatal("a revoked key still authorizes")
 	}
@@ -239,13 +297,13 @@ func TestRedisSourcePeriodicReload(t *testing.T) {
 	c := testClient(t, srv.Addr())
 	store := NewStore()
 	src := runSource(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{ReloadInterval: 200 * time.Millisecond})
-	waitUntil(t, 5*time.Second, "the first load", src.Loaded)
+	waitUntil(t, waitLimit, "the first load", src.Loaded)
 	sum := sha256.Sum256([]byte("s3cret"))
 	v, _ := json.Marshal(storedKey{Hash: hex.EncodeToString(sum[:]), Channels: []string{"*"}, Created: time.Now()})
 	if err := c.HSet(context.Background(), testPrefix+"keys", "quiet", v).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 2*time.Second, "the periodic reload", func() bool { return authorizes(store, "s3cret", "x") })
+	waitUntil(t, waitLimit, "the periodic reload", func() bool { return authorizes(store, "s3cret", "x") })
 }
 
 // When the subscription is re-established, the source reloads: changes whose notification
@@ -255,22 +313,26 @@ func TestRedisSourceReloadsOnResubscribe(t *testing.T) {
 	srv := redistest.Start(t)
 	c := testClient(t, srv.Addr())
 	store := NewStore()
-	src := runSource(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{ReloadInterval: time.Hour})
-	waitUntil(t, 5*time.Second, "the first load", src.Loaded)
+	src := runSource(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{ReloadInterval: time.Hour, PingInterval: 50 * time.Millisecond})
+	waitUntil(t, waitLimit, "the first load", src.Loaded)
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("missed"))
 	v, _ := json.Marshal(storedKey{Hash: hex.EncodeToString(sum[:]), Channels: []string{"*"}, Created: time.Now()})
+	reads := commandCalls(t, c, "hgetall")
+	pings := commandCalls(t, c, "ping")
 	if err := c.HSet(ctx, testPrefix+"keys", "missed", v).Err(); err != nil { // no PUBLISH
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if authorizes(store, "missed", "x") {
-		t.Fatal("an unannounced change was loaded without a reconnect or a periodic reload")
+	// The source pings its quiet subscription every PingInterval: two pings after the
+	// change prove its loop ran past it, and Redis saw no reload (HGETALL) meanwhile.
+	waitUntil(t, waitLimit, "two pings of the subscription after the change", func() bool { return commandCalls(t, c, "ping") >= pings+2 })
+	if n := commandCalls(t, c, "hgetall"); n != reads || authorizes(store, "missed", "x") {
+		t.Fatalf("an unannounced change was loaded (%d reloads) without a reconnect or a periodic reload", n-reads)
 	}
 	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, "the reload after re-subscribing", func() bool { return authorizes(store, "missed", "x") })
+	waitUntil(t, waitLimit, "the reload after re-subscribing", func() bool { return authorizes(store, "missed", "x") })
 }
 
 // Redis coming back empty (no persistence) must not revoke every key; keys added after it
@@ -281,19 +343,19 @@ func TestRedisSourceSurvivesDataLoss(t *testing.T) {
 	store := NewStore()
 	rev := &revocations{}
 	src := runSource(t, srv.Addr(), store, rev, RedisSourceConfig{ReloadInterval: time.Hour, PingInterval: 200 * time.Millisecond})
-	waitUntil(t, 5*time.Second, "the first load", src.Loaded)
+	waitUntil(t, waitLimit, "the first load", src.Loaded)
 	rk := NewRedisKeys(testClient(t, srv.Addr()), testPrefix)
 	ctx := context.Background()
 	old, _, err := rk.Add(ctx, "old", []string{"*"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Second, "the key", func() bool { return authorizes(store, old, "x") })
+	waitUntil(t, waitLimit, "the key", func() bool { return authorizes(store, old, "x") })
 
 	before := src.Reloads()
 	srv.Kill()
 	srv.Restart() // empty
-	waitUntil(t, 10*time.Second, "a reload after Redis came back", func() bool { return src.Reloads() > before })
+	waitUntil(t, waitLimit, "a reload after Redis came back", func() bool { return src.Reloads() > before })
 	if !authorizes(store, old, "x") {
 		t.Fatal("Redis losing its data revoked the keys")
 	}
@@ -302,7 +364,7 @@ func TestRedisSourceSurvivesDataLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Second, "the key added after the loss", func() bool { return authorizes(store, fresh, "x") })
+	waitUntil(t, waitLimit, "the key added after the loss", func() bool { return authorizes(store, fresh, "x") })
 	if authorizes(store, old, "x") || !rev.has(keyID("old", old)) {
 		t.Fatal("a key missing from a present hash was not revoked")
 	}
@@ -328,7 +390,7 @@ func TestRedisSourceSkipsBadEntries(t *testing.T) {
 	}
 	store := NewStore()
 	src := runSource(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{})
-	waitUntil(t, 5*time.Second, "the first load", src.Loaded)
+	waitUntil(t, waitLimit, "the first load", src.Loaded)
 	if !authorizes(store, good, "x") {
 		t.Fatal("a good key was not loaded next to bad entries")
 	}
@@ -340,11 +402,13 @@ func TestRedisSourceNotLoadedWithoutRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Kill()
 	store := NewStore()
-	src := runSource(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{ReloadInterval: time.Hour})
-	time.Sleep(300 * time.Millisecond)
+	log := &recordLog{}
+	src := runSourceLog(t, srv.Addr(), store, &revocations{}, RedisSourceConfig{ReloadInterval: time.Hour}, slog.New(log))
+	// Three failed subscription attempts: the source has tried Redis, and must not be loaded.
+	waitUntil(t, waitLimit, "three failed subscription attempts", func() bool { return log.count("subscription lost") >= 3 })
 	if src.Loaded() {
 		t.Fatal("Loaded without Redis")
 	}
 	srv.Restart()
-	waitUntil(t, 10*time.Second, "the first load once Redis is up", src.Loaded)
+	waitUntil(t, waitLimit, "the first load once Redis is up", src.Loaded)
 }

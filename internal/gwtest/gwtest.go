@@ -1,6 +1,8 @@
 // Package gwtest gives tests that run the gateway as a process (e2e/, reliability/) the
 // sse-gateway binary: the one named by an environment variable, or ./cmd/sse-gateway built
-// once per test process.
+// once per test process; a private certificate authority for tests that speak TLS (certs.go); and
+// a count of goroutines by function and state, for tests that wait for goroutines to get
+// somewhere (goroutines.go).
 package gwtest
 
 import (

@@ -329,7 +329,7 @@ func TestUnseededAndSeed(t *testing.T) {
 	}
 
 	var s2 recordSink
-	_, unseeded = h.Subscribe(&s2, []string{"c", "b", "a", "d"}, Version{})
+	sub2, unseeded := h.Subscribe(&s2, []string{"c", "b", "a", "d"}, Version{})
 	if !slices.Equal(unseeded, []int{3}) {
 		t.Fatalf("after seeding: unseeded = %v, want [3]", unseeded)
 	}
@@ -340,14 +340,27 @@ func TestUnseededAndSeed(t *testing.T) {
 	if h.Seed("nobody", nil) != 0 || h.Seed("nobody", msg("nobody", 1, 0)) != 0 || h.Latest("nobody") != nil {
 		t.Fatal("seed of an unsubscribed channel kept state")
 	}
-	// Once every subscription is gone the channel is forgotten and is unseeded again.
+	// While another subscription holds a channel, it stays seeded: a newcomer is offered
+	// the newest at once and is not sent to the store again.
 	h.Unsubscribe(sub1)
 	for _, name := range []string{"a", "b", "c"} {
 		var s recordSink
-		sub, _ := h.Subscribe(&s, []string{name}, Version{})
+		sub, unseeded := h.Subscribe(&s, []string{name}, Version{})
 		h.Unsubscribe(sub)
+		if len(unseeded) != 0 {
+			t.Errorf("%s, still held by another subscription: unseeded = %v, want none", name, unseeded)
+		}
 	}
-
+	// Once every subscription is gone the channel is forgotten and is unseeded again.
+	h.Unsubscribe(sub2)
+	for _, name := range []string{"a", "b", "c", "d"} {
+		var s recordSink
+		sub, unseeded := h.Subscribe(&s, []string{name}, Version{})
+		h.Unsubscribe(sub)
+		if !slices.Equal(unseeded, []int{0}) || len(s.got()) != 0 {
+			t.Errorf("%s after its last subscription left: unseeded = %v, offers %d; want [0] and none", name, unseeded, len(s.got()))
+		}
+	}
 }
 
 func TestChannelForgottenAfterLastUnsubscribe(t *testing.T) {

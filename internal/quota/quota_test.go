@@ -3,6 +3,8 @@ package quota
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,6 +85,25 @@ func count(t *testing.T, q *Quota, key string) int {
 	return n
 }
 
+// waitLimit bounds every wait here: running out is a failure, never a measurement.
+const waitLimit = 20 * time.Second
+
+// within runs fn and fails the test if it has not returned within waitLimit: for calls that
+// must not block, where blocking would mean forever (a lock the test holds, a frozen Redis).
+func within(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitLimit):
+		t.Fatalf("%s blocked (still running after %v)", what, waitLimit)
+	}
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -132,7 +153,7 @@ func TestLimitIsSharedAcrossInstances(t *testing.T) {
 
 	ra1()
 	ra1() // a second call must not release a second lease
-	waitFor(t, 2*time.Second, "the release to reach Redis", func() bool { return count(t, a, "prod") == 2 })
+	waitFor(t, waitLimit, "the release to reach Redis", func() bool { return count(t, a, "prod") == 2 })
 	if _, ok := acquire(t, b, "prod"); !ok {
 		t.Fatal("acquire after a release was refused")
 	}
@@ -187,7 +208,7 @@ func TestConcurrentAcquiresNeverExceedTheLimit(t *testing.T) {
 	for _, r := range releases {
 		r()
 	}
-	waitFor(t, 2*time.Second, "every release to reach Redis", func() bool { return count(t, qs[0], "hot") == 0 })
+	waitFor(t, waitLimit, "every release to reach Redis", func() bool { return count(t, qs[0], "hot") == 0 })
 }
 
 // An instance that stops heartbeating (crashed) stops counting after TTL; one that keeps
@@ -212,27 +233,36 @@ func TestCrashedInstanceShareExpires(t *testing.T) {
 	if _, ok := acquire(t, other, "k"); ok {
 		t.Fatal("admitted over the limit")
 	}
-	waitFor(t, 3*ttl, "the crashed instance's share to expire", func() bool {
+	waitFor(t, waitLimit, "the crashed instance's share to expire", func() bool {
 		_, ok, err := other.Acquire(context.Background(), "k")
 		return err == nil && ok
 	})
 	if took := time.Since(start); took < ttl/2 {
 		t.Fatalf("crashed share expired after %v, before TTL %v", took, ttl)
 	}
-	// alive's two and other's one: alive's share must still count, 3*TTL later.
-	time.Sleep(3 * ttl)
+	// alive's two and other's one: alive's share must still count once alive has renewed it
+	// to a deadline 3 TTLs past the start (read from Redis: the positive sign that it kept
+	// heartbeating that long, instead of a sleep hoping it did).
+	direct := newClient(t, srv.Addr())
+	waitFor(t, waitLimit, "the running instance to renew its share past 3 TTLs", func() bool {
+		v, err := direct.HGet(context.Background(), "sse-gateway:quota:k", alive.Field()).Result()
+		_, deadline, _ := strings.Cut(v, ":")
+		ms, _ := strconv.ParseInt(deadline, 10, 64)
+		return err == nil && time.UnixMilli(ms).After(start.Add(3*ttl))
+	})
 	if n := count(t, other, "k"); n != 3 {
 		t.Fatalf("Count = %d after 3 TTLs, want 3 (the running instance's share must not expire)", n)
 	}
 }
 
 // The heartbeat rewrites the instance's true count: after Redis lost its data, and after
-// the stored count drifted (a lost reply, a failed release).
+// the stored count drifted (a lost reply, a failed release). Called directly on an instance
+// that is not running, so nothing rewrites the count between the test's write and read; a
+// running instance's own heartbeat repairs it too.
 func TestHeartbeatRepairsRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Hour // its own heartbeat would come every 20 minutes: never during the test
 	q := newQuota(t, srv.Addr(), Config{Limit: 10, Instance: "a", TTL: ttl})
-	run(t, q)
 	for range 3 {
 		acquire(t, q, "k")
 	}
@@ -241,7 +271,13 @@ func TestHeartbeatRepairsRedis(t *testing.T) {
 	if err := direct.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*ttl, "the heartbeat to restore the count after FLUSHALL", func() bool { return count(t, q, "k") == 3 })
+	if n := count(t, q, "k"); n != 0 {
+		t.Fatalf("Count = %d after FLUSHALL", n)
+	}
+	q.heartbeat(ctx)
+	if n := count(t, q, "k"); n != 3 {
+		t.Fatalf("Count = %d after a heartbeat following FLUSHALL, want 3", n)
+	}
 
 	if err := direct.HSet(ctx, "sse-gateway:quota:k", q.Field(), fmt.Sprintf("9:%d", time.Now().Add(time.Hour).UnixMilli())).Err(); err != nil {
 		t.Fatal(err)
@@ -249,13 +285,26 @@ func TestHeartbeatRepairsRedis(t *testing.T) {
 	if n := count(t, q, "k"); n != 9 {
 		t.Fatalf("Count = %d after corrupting it, want 9", n)
 	}
-	waitFor(t, 3*ttl, "the heartbeat to correct a drifted count", func() bool { return count(t, q, "k") == 3 })
+	q.heartbeat(ctx)
+	if n := count(t, q, "k"); n != 3 {
+		t.Fatalf("Count = %d after a heartbeat following a drift to 9, want 3", n)
+	}
 
 	// Redis keeps only what it must: the key expires when nobody holds streams.
 	pttl, err := direct.PTTL(ctx, "sse-gateway:quota:k").Result()
 	if err != nil || pttl <= 0 || pttl > ttl {
 		t.Fatalf("PTTL of the quota hash = %v (%v), want in (0, %v]", pttl, err, ttl)
 	}
+
+	// Run's own heartbeat (every TTL/3) does the same.
+	running := newQuota(t, srv.Addr(), Config{Limit: 10, Instance: "b", TTL: 300 * time.Millisecond})
+	run(t, running)
+	acquire(t, running, "r")
+	acquire(t, running, "r")
+	if err := direct.Del(ctx, "sse-gateway:quota:r").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLimit, "the running instance's heartbeat to restore its count", func() bool { return count(t, running, "r") == 2 })
 }
 
 // Stopping an instance removes its share at once, not after TTL.
@@ -279,28 +328,31 @@ func TestShutdownRemovesShare(t *testing.T) {
 	}
 }
 
-// Without Redis, Acquire fails fast with an error (the server then admits), and releases of
-// earlier leases never block.
+// Without Redis, Acquire fails with an error (the server then admits) instead of hanging,
+// and releases of earlier leases never block.
 func TestRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	q := newQuota(t, srv.Addr(), Config{Limit: 5, Instance: "a", Timeout: 300 * time.Millisecond})
 	run(t, q)
 	release, _ := acquire(t, q, "k")
+	acquireFails := func(how string) {
+		t.Helper()
+		within(t, "Acquire with Redis "+how, func() {
+			if _, ok, err := q.Acquire(context.Background(), "k"); err == nil || ok {
+				t.Errorf("Acquire with Redis %s = ok %v, err %v; want an error", how, ok, err)
+			}
+		})
+	}
+	// Frozen (SIGSTOP): the connection is up and nothing answers; only Timeout ends it.
+	srv.Pause()
+	acquireFails("frozen")
+	srv.Resume()
 	srv.Kill()
-	start := time.Now()
-	_, ok, err := q.Acquire(context.Background(), "k")
-	if err == nil || ok {
-		t.Fatalf("Acquire with Redis down = ok %v, err %v; want an error", ok, err)
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Fatalf("Acquire with Redis down took %v", took)
-	}
-	done := make(chan struct{})
-	go func() { release(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(100 * time.Millisecond):
-		t.Fatal("release blocked with Redis down")
-	}
-	waitFor(t, 2*time.Second, "the local count to drop", func() bool { return q.Held("k") == 0 })
+	acquireFails("down")
+	// release only queues: neither Redis nor the operations lock (which a heartbeat holds
+	// for its whole Redis call) can hold it up.
+	q.ops.Lock()
+	within(t, "release with Redis down and the operations lock held", release)
+	q.ops.Unlock()
+	waitFor(t, waitLimit, "the local count to drop", func() bool { return q.Held("k") == 0 })
 }

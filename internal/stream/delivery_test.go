@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
 	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -118,6 +120,9 @@ func TestStoreFailureStillStreams(t *testing.T) {
 func TestStoreAskedOncePerChannel(t *testing.T) {
 	e := startEnv(t, modes[0], Config{})
 	a := e.connect(e.url(secretAll, "c"), nil)
+	// The first stream asks the store after its headers went out; the next ones are to find
+	// the channel seeded, so they connect once its handler has finished (with the lookup).
+	eventually(t, "the first stream handed over", func() bool { return gwtest.Goroutines("stream.(*poller).takeOver(", "") == 0 })
 	e.connect(e.url(secretAll, "c"), nil)
 	e.connect(e.url(secretAll, "c"), nil)
 	m := e.publish("c", 7, "")
@@ -258,16 +263,60 @@ func TestClientSendingDataIsCut(t *testing.T) {
 func TestLifetime(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			e := startEnv(t, m, Config{MaxLifetime: 300 * time.Millisecond, Heartbeat: 50 * time.Millisecond,
+			const lifetime = 300 * time.Millisecond
+			e := startEnv(t, m, Config{MaxLifetime: lifetime, Heartbeat: 50 * time.Millisecond,
 				RetryMin: 1500 * time.Millisecond, RetryMax: 2500 * time.Millisecond})
+			asked := time.Now()
 			s := e.connect(e.url(secretAll, "c"), nil)
 			if err := s.waitEnd(); err == io.EOF || err == nil {
 				t.Fatalf("stream ended cleanly, want the response cut after retry: so the client reconnects")
+			}
+			// The gateway's clock starts after the request was sent, so this bound is exact;
+			// the upper end of the window is TestLifetimeWindow's.
+			s.mu.Lock()
+			lived := s.endedAt.Sub(asked)
+			s.mu.Unlock()
+			if lived < lifetime*8/10 {
+				t.Fatalf("stream ended %v after it was requested, before 80%% of its %v lifetime", lived, lifetime)
 			}
 			_, _, retries := s.snapshot()
 			checkRetries(t, retries, 1500, 2500)
 			eventually(t, "the close to be counted", func() bool { return e.counter(e.srv.metrics.closes, CloseLifetime) == 1 })
 		})
+	}
+}
+
+// TestLifetimeWindow: each stream's lifetime is drawn from 80-100% of MaxLifetime, so that
+// streams opened together do not all end together. Read from the streams' deadlines, with a
+// lifetime of an hour so that scheduling delays (milliseconds) cannot blur the window.
+func TestLifetimeWindow(t *testing.T) {
+	const lifetime, n = time.Hour, 40
+	e := startEnv(t, modes[0], Config{MaxLifetime: lifetime, Heartbeat: time.Hour})
+	var fractions []float64
+	for i := range n {
+		before := time.Now()
+		e.connect(e.url(secretAll, "c"), nil)
+		after := time.Now()
+		eventually(t, "the stream registered", func() bool { return e.registered() == i+1 })
+		var expires time.Time
+		e.srv.mu.Lock()
+		for _, st := range e.srv.streams {
+			if b := st.base(); b.id == uint64(i+1) {
+				expires = b.expires
+			}
+		}
+		e.srv.mu.Unlock()
+		// The deadline was set between before and after: exact bounds of the fraction.
+		lo, hi := float64(expires.Sub(after))/float64(lifetime), float64(expires.Sub(before))/float64(lifetime)
+		if expires.IsZero() || hi < 0.8 || lo > 1 {
+			t.Fatalf("stream %d expires %v after it was opened (%.4f-%.4f of MaxLifetime %v), want 80-100%%", i+1, expires.Sub(before), lo, hi, lifetime)
+		}
+		fractions = append(fractions, (lo+hi)/2)
+	}
+	// Jittered over the whole window: with 40 uniform draws, none below 0.85 or none above
+	// 0.95 happens with probability 0.75^40 (1e-5) each.
+	if lo, hi := slices.Min(fractions), slices.Max(fractions); lo > 0.85 || hi < 0.95 {
+		t.Fatalf("%d lifetimes span %.3f-%.3f of MaxLifetime, want jitter over 0.8-1.0", n, lo, hi)
 	}
 }
 

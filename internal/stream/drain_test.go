@@ -13,11 +13,18 @@ import (
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/auth"
+	"github.com/sse-gateway/sse-gateway/internal/gwtest"
 )
 
-// TestDrainSpreadsCloses: Drain closes every stream with a jittered retry: frame and a clean
-// end of the response, spread over the window: no more than about a tenth of them in any
-// tenth of it. New streams are refused with 503 + Retry-After from the start of the drain.
+// TestDrainSpreadsCloses: Drain closes every stream with a jittered retry: frame and a cut
+// response, spread over the window, and refuses new streams with 503 + Retry-After from the
+// start of the drain.
+//
+// The spread is checked where it is exact: the k-th of n streams to end cannot end before
+// k/n of the window (a close is scheduled no earlier, and a client sees it only after),
+// however loaded the machine; closes seen late say nothing (a stalled client goroutine or
+// server wakes late). That Drain schedules them evenly, and no later, is TestDrainSchedule's
+// (synctest, exact instants).
 func TestDrainSpreadsCloses(t *testing.T) {
 	const n = 50
 	const window = 2 * time.Second
@@ -27,6 +34,10 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		clients[i] = e.connect(e.url(secretAll, "c"), nil)
 	}
 	eventually(t, "every stream registered", func() bool { return e.registered() == n })
+	// And handed over to the poller: a handler still doing so when the drain starts closes
+	// its stream at once (it cannot be scheduled: Drain did not see it), which is right, but
+	// not what this test measures.
+	eventually(t, "every stream handed over", func() bool { return gwtest.Goroutines("stream.(*poller).takeOver(", "") == 0 })
 
 	start := time.Now()
 	drained := make(chan struct{})
@@ -59,22 +70,12 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		c.mu.Unlock()
 	}
 	slices.Sort(ends)
-	tenth := window / 10
-	perTenth := make([]int, 12)
-	for _, d := range ends {
-		perTenth[min(int(d/tenth), len(perTenth)-1)]++
-	}
-	// Nominally n/10 per tenth; one more for a close landing on a boundary, one more for a
-	// client goroutine scheduled late on a loaded machine.
-	for i, k := range perTenth {
-		if k > n/10+2 {
-			t.Errorf("%d of %d streams closed in tenth %d of the drain window (per tenth: %v)", k, n, i, perTenth)
+	for k, d := range ends {
+		if early := window * time.Duration(k) / n; d < early {
+			t.Errorf("stream %d of %d to end ended %v into the drain, before %v (k/n of the %v window): closes are not spread", k+1, n, d, early, window)
 		}
 	}
-	t.Logf("closes per tenth of the window: %v", perTenth)
-	if spread := ends[len(ends)-1] - ends[0]; spread < window/2 {
-		t.Errorf("closes spread over %v only, window %v", spread, window)
-	}
+	t.Logf("streams ended from %v to %v into the %v window", ends[0].Round(time.Millisecond), ends[n-1].Round(time.Millisecond), window)
 	eventually(t, "every close counted", func() bool { return e.counter(e.srv.metrics.closes, CloseDrain) == n })
 	if e.srv.OpenStreams() != 0 {
 		t.Fatalf("open after drain: %d", e.srv.OpenStreams())

@@ -271,9 +271,10 @@ func TestErrors(t *testing.T) {
 			if e.srv.OpenStreams() != 0 {
 				t.Errorf("refused requests left %d streams open", e.srv.OpenStreams())
 			}
-			// Still healthy: a good stream opens and gets events.
+			// Still healthy: a good stream opens (and is the only one registered) and gets
+			// events.
 			s := e.connect(e.url(secretAll, "after"), nil)
-			s.waitEvents(0)
+			eventually(t, "the good stream to be the one registered stream", func() bool { return e.registered() == 1 && e.srv.OpenStreams() == 1 })
 			m := e.publish("after", 5, "")
 			s.waitID(m.ID)
 		})

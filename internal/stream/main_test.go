@@ -83,6 +83,7 @@ type mode struct {
 	name       string
 	noTakeover bool
 	h2         bool
+	tls        bool // HTTPS without HTTP/2 (h2 implies TLS)
 }
 
 var modes = []mode{
@@ -145,8 +146,8 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	e.ts.Config.ConnContext = srv.ConnContext
 	e.ts.Config.MaxHeaderBytes = maxHeaderBytes // as NewHTTPServer configures it
 	e.ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	if m.h2 {
-		e.ts.EnableHTTP2 = true
+	if m.h2 || m.tls {
+		e.ts.EnableHTTP2 = m.h2
 		e.ts.StartTLS()
 	} else {
 		e.ts.Start()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -105,7 +106,8 @@ func TestParseQuery(t *testing.T) {
 	}
 }
 
-// FuzzParseQuery: never panics; whatever it accepts is a usable, bounded request.
+// FuzzParseQuery: never panics; whatever it accepts is a usable, bounded request, and is
+// what the raw query says (read by queryOracle, a separate reading of the query string).
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{
 		"v=1.2&key=k&channels=a,b",
@@ -152,7 +154,48 @@ func FuzzParseQuery(f *testing.F) {
 			}
 			seen[ch] = true
 		}
+		key, channels, ok := queryOracle(raw)
+		if !ok || req.key != key || !slices.Equal(req.channels, channels) {
+			t.Fatalf("query %q: accepted key %q channels %q; the query says key %q channels %q (readable: %v)",
+				raw, req.key, req.channels, key, channels, ok)
+		}
 	})
+}
+
+// queryOracle reads a query string by hand: '&'-separated name=value pairs, each
+// percent-decoded ('+' is a space). It returns the one key, and the channels of every
+// channels= parameter, split on commas, first occurrences in order. ok is false when a pair
+// cannot be decoded or the key is not given exactly once.
+func queryOracle(raw string) (key string, channels []string, ok bool) {
+	var keys, lists []string
+	for _, pair := range strings.Split(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		n, err1 := url.QueryUnescape(name)
+		v, err2 := url.QueryUnescape(value)
+		if err1 != nil || err2 != nil || strings.Contains(pair, ";") {
+			return "", nil, false
+		}
+		switch n {
+		case "key":
+			keys = append(keys, v)
+		case "channels":
+			lists = append(lists, v)
+		}
+	}
+	if len(keys) != 1 {
+		return "", nil, false
+	}
+	for _, list := range lists {
+		for _, ch := range strings.Split(list, ",") {
+			if !slices.Contains(channels, ch) {
+				channels = append(channels, ch)
+			}
+		}
+	}
+	return keys[0], channels, true
 }
 
 func TestClientIP(t *testing.T) {

@@ -1,8 +1,11 @@
 package stream
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +24,20 @@ const burst = 200 // 200 x 32 KiB = 6.4 MiB
 // "server" key (so the test can find its stream) and then never reads.
 func (e *env) dialNonReader(channel string) *rawConn {
 	e.t.Helper()
-	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+	return e.dialNonReaderProto(channel, "HTTP/1.1")
+}
+
+// dialNonReaderProto is dialNonReader with the request line's protocol.
+func (e *env) dialNonReaderProto(channel, proto string) *rawConn {
+	e.t.Helper()
+	c := e.dialRaw(tinyReceiveBuffer())
+	fmt.Fprintf(c, "GET %s %s\r\nHost: gw\r\n\r\n", e.streamPath(secretServer, channel), proto)
+	return c
+}
+
+// tinyReceiveBuffer is a dialer whose sockets get a 1 KiB receive buffer.
+func tinyReceiveBuffer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024)
@@ -31,9 +47,66 @@ func (e *env) dialNonReader(channel string) *rawConn {
 		}
 		return serr
 	}}
-	c := e.dialRaw(d)
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gw\r\n\r\n", e.streamPath(secretServer, channel))
-	return c
+}
+
+// tlsNonReader opens an HTTPS/1.1 stream over a socket with a tiny receive buffer, then
+// never reads.
+func (e *env) tlsNonReader(channel string) {
+	e.t.Helper()
+	raw := e.dialRaw(tinyReceiveBuffer())
+	tc := tls.Client(raw.Conn, &tls.Config{RootCAs: e.rootCAs(), ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		e.t.Fatal(err)
+	}
+	fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: gw\r\n\r\n", e.streamPath(secretServer, channel))
+}
+
+// h2NonReader opens an HTTP/2 stream with a client whose receive buffer is 64 KiB and
+// never reads its body: once the buffer is full the client grants no more flow-control
+// window, and the server's writes stall while the connection itself stays healthy.
+func (e *env) h2NonReader(channel string) {
+	e.t.Helper()
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: e.rootCAs()},
+		HTTP2:           &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10},
+		Protocols:       new(http.Protocols),
+	}
+	tr.Protocols.SetHTTP2(true)
+	e.t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr}).Get(e.url(secretServer, channel))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { resp.Body.Close() })
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("h2 non-reader: %s %s", resp.Proto, resp.Status)
+	}
+}
+
+// rootCAs trusts the test server's certificate.
+func (e *env) rootCAs() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(e.ts.Certificate())
+	return pool
+}
+
+// slowPath is one way a stream is served, with a client of it that stops reading.
+type slowPath struct {
+	name string
+	mode mode
+	// socket: the client stops reading its socket (on HTTP/2 it stops granting window).
+	socket bool
+	open   func(e *env, channel string)
+}
+
+// slowPaths are every way a stream is served: taken over, and on the net/http path plain
+// HTTP/1.1, HTTP/1.0, HTTP/1.1 over TLS and HTTP/2.
+var slowPaths = []slowPath{
+	{"takeover", modes[0], true, func(e *env, ch string) { e.dialNonReader(ch) }},
+	{"loop", modes[1], true, func(e *env, ch string) { e.dialNonReader(ch) }},
+	{"http1.0", modes[0], true, func(e *env, ch string) { e.dialNonReaderProto(ch, "HTTP/1.0") }},
+	{"tls", mode{name: "tls", tls: true}, true, (*env).tlsNonReader},
+	{"h2", modes[2], false, (*env).h2NonReader},
 }
 
 // streamOfKey finds the open stream of a key name.
@@ -112,15 +185,20 @@ func TestSlowClientKeepsOnlyNewest(t *testing.T) {
 	}
 }
 
-// TestSlowClientClosed: a client that cannot take a write within WriteTimeout is closed as
-// "slow", and the others keep receiving.
+// TestSlowClientClosed: on every path, a client that cannot take a write within
+// WriteTimeout is closed and counted "slow" (never "client"), and the others keep
+// receiving.
 func TestSlowClientClosed(t *testing.T) {
-	for _, m := range modes[:2] {
-		t.Run(m.name, func(t *testing.T) {
-			e := startEnv(t, m, Config{WriteTimeout: 300 * time.Millisecond, Heartbeat: 80 * time.Millisecond})
+	for _, p := range slowPaths {
+		t.Run(p.name, func(t *testing.T) {
+			// A write timeout well above the heartbeat: on HTTP/2 a write deadline that passes
+			// resets the stream even with nothing to write (a gateway bug, to be fixed), so a
+			// stall of the fast stream's writer longer than the gap between the two would
+			// kill it here.
+			e := startEnv(t, p.mode, Config{WriteTimeout: time.Second, Heartbeat: 80 * time.Millisecond})
 			const ch = "dvc_server_c"
 			fast := e.connect(e.url(secretAll, ch), nil)
-			e.dialNonReader(ch)
+			p.open(e, ch)
 			e.streamOfKey("server")
 			for i := 0; i < burst && e.srv.OpenStreams() == 2; i++ {
 				m := e.publish(ch, int64(1000+i), bigPad)
@@ -131,7 +209,8 @@ func TestSlowClientClosed(t *testing.T) {
 			// cancelled context, and the connection's read error says why (Listener).
 			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {
-				t.Fatalf("closes{slow} = %v (client=%v)", got, e.counter(e.srv.metrics.closes, CloseClient))
+				t.Fatalf("closes{slow} = %v, closes{client} = %v: a client that stopped reading was not counted as slow",
+					got, e.counter(e.srv.metrics.closes, CloseClient))
 			}
 			after := e.publish(ch, 99999, "")
 			fast.waitLast(after.ID)
@@ -145,14 +224,21 @@ func TestSlowClientClosed(t *testing.T) {
 // yet its data is never delivered. It must still be closed after WriteTimeout, and counted
 // as "slow" (the contract: "a stream whose write cannot complete within this is closed
 // (reason slow)"), not as a client hang-up.
+//
+// On every path where the client stops reading its socket (on HTTP/2 a client that stops
+// reading with window left is not stalled at all, until the window is used up: that is
+// TestSlowClientClosed's case).
 func TestNonReaderWithSmallBacklogClosedAsSlow(t *testing.T) {
-	for _, m := range modes[:2] {
-		t.Run(m.name, func(t *testing.T) {
+	for _, p := range slowPaths {
+		if !p.socket {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) {
 			const writeTimeout = 200 * time.Millisecond
-			e := startEnv(t, m, Config{WriteTimeout: writeTimeout, Heartbeat: 80 * time.Millisecond})
+			e := startEnv(t, p.mode, Config{WriteTimeout: writeTimeout, Heartbeat: 80 * time.Millisecond})
 			const ch = "dvc_server_c"
 			fast := e.connect(e.url(secretAll, ch), nil)
-			e.dialNonReader(ch)
+			p.open(e, ch)
 			e.streamOfKey("server")
 			// 64 KiB: far more than the non-reader's 1 KiB receive buffer takes, far less
 			// than the server's send buffer holds.
@@ -166,12 +252,6 @@ func TestNonReaderWithSmallBacklogClosedAsSlow(t *testing.T) {
 			}
 			if e.srv.OpenStreams() != 1 {
 				t.Fatalf("a client that has not read for %v (25 x WriteTimeout) is still open", 25*writeTimeout)
-			}
-			if m.noTakeover {
-				// On the net/http path the kernel's timeout reaches the handler as a
-				// cancelled context (see Server.ConnContext): closed in time, counted
-				// as "client".
-				return
 			}
 			e.waitCloses(1)
 			if got := e.counter(e.srv.metrics.closes, CloseSlow); got != 1 {

@@ -245,7 +245,7 @@ func newEnv(t *testing.T, cfg Config, channels ...string) *env {
 	e.b = NewRedis(gw, store.NewRedis(gw, store.Config{}), e.hub, cfg, testLogger(t), e.reg)
 	e.b.backoffMin, e.b.backoffMax = 10*time.Millisecond, 200*time.Millisecond
 	e.run(e.b)
-	waitFor(t, 10*time.Second, "the broker to become ready", e.b.Ready)
+	waitFor(t, waitLimit, "the broker to become ready", e.b.Ready)
 	return e
 }
 
@@ -294,6 +294,12 @@ func (e *env) stored(channel string) hub.Version {
 func (e *env) reconnects() float64 { return testutil.ToFloat64(e.b.metrics.reconnects) }
 
 func (e *env) connected() float64 { return testutil.ToFloat64(e.b.metrics.connected) }
+
+// waitLimit bounds every wait of these tests: running out is a failure, never a
+// measurement (no assertion here depends on how fast something happened). The alternative
+// a wait tells apart is never a slower success: a probe that never fires, a resync that
+// never comes.
+const waitLimit = 20 * time.Second
 
 // waitFor polls cond until it holds, failing the test after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -33,7 +33,7 @@ func TestPublishDeliversExactFrame(t *testing.T) {
 	e := newEnv(t, testConfig(), "c1")
 	p := payload(t, `"abc"`, 1700000000000)
 	mustPublish(t, e.publisher(), "c1", p, true)
-	waitFor(t, 5*time.Second, "the hub to get the event", func() bool { return e.hub.has("c1", p.Version(), false) })
+	waitFor(t, waitLimit, "the hub to get the event", func() bool { return e.hub.has("c1", p.Version(), false) })
 
 	m := e.hub.messages("c1", false)[0]
 	id := fmt.Sprintf("1700000000000-%08x", fnv32a(`"abc"`))
@@ -67,12 +67,12 @@ func TestRawPublishIsForwardedAndStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := hub.Version{Time: 5, Tie: fnv32a(`"x"`)}
-	waitFor(t, 5*time.Second, "the hub to get the event", func() bool { return e.hub.has("c2", v, false) })
+	waitFor(t, waitLimit, "the hub to get the event", func() bool { return e.hub.has("c2", v, false) })
 	if f := string(e.hub.messages("c2", false)[0].Frame); !strings.Contains(f, `\"sentAtNs\":123`) {
 		t.Errorf("extra field lost: %q", f)
 	}
 	// Whoever sees an event first stores it.
-	waitFor(t, 5*time.Second, "the gateway to store the event", func() bool { return e.stored("c2") == v })
+	waitFor(t, waitLimit, "the gateway to store the event", func() bool { return e.stored("c2") == v })
 }
 
 func TestMalformedEventsCountedNotForwarded(t *testing.T) {
@@ -117,7 +117,7 @@ func TestMalformedEventsCountedNotForwarded(t *testing.T) {
 	if err := e.direct.Publish(context.Background(), "sse:c1", sentinel.Raw).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the sentinel event", func() bool { return e.hub.has("c1", sentinel.Version(), false) })
+	waitFor(t, waitLimit, "the sentinel event", func() bool { return e.hub.has("c1", sentinel.Version(), false) })
 
 	for reason := range numMalformedReasons {
 		if got := testutil.ToFloat64(e.b.metrics.malformed.WithLabelValues(reason.String())); got != want[reason] {
@@ -152,7 +152,7 @@ func TestReservedChannelsNeverForwarded(t *testing.T) {
 	if err := e.direct.Publish(ctx, "sse:c1", sentinel.Raw).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the sentinel event", func() bool { return e.hub.has("c1", sentinel.Version(), false) })
+	waitFor(t, waitLimit, "the sentinel event", func() bool { return e.hub.has("c1", sentinel.Version(), false) })
 	if n := e.hub.reservedCalls(); n != 0 {
 		t.Errorf("hub got %d events on reserved channels", n)
 	}
@@ -279,14 +279,14 @@ func TestReplayNotStoredOverNewer(t *testing.T) {
 	newer, older := payload(t, "n", 2000), payload(t, "o", 1000)
 	stores := func() int { return e.cmds.count("evalsha") + e.cmds.count("eval") }
 	mustPublish(t, e.publisher(), "c", newer, true)
-	waitFor(t, 5*time.Second, "the newer event at the hub", func() bool { return e.hub.got("c", newer.Version()) })
-	waitFor(t, 5*time.Second, "the gateway to store it", func() bool { return stores() >= 1 })
+	waitFor(t, waitLimit, "the newer event at the hub", func() bool { return e.hub.got("c", newer.Version()) })
+	waitFor(t, waitLimit, "the gateway to store it", func() bool { return stores() >= 1 })
 	// Sent alone, so the mailbox cannot coalesce it away: the dispatcher must try to store it.
 	if err := e.direct.Publish(context.Background(), "sse:c", older.Raw).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the replay at the hub", func() bool { return e.hub.has("c", older.Version(), false) })
-	waitFor(t, 5*time.Second, "the gateway to try storing the replay", func() bool { return stores() >= 2 })
+	waitFor(t, waitLimit, "the replay at the hub", func() bool { return e.hub.has("c", older.Version(), false) })
+	waitFor(t, waitLimit, "the gateway to try storing the replay", func() bool { return stores() >= 2 })
 	if got := e.stored("c"); got != newer.Version() {
 		t.Fatalf("stored %v after a replay, want %v", got, newer.Version())
 	}
@@ -357,14 +357,14 @@ func TestSlowHubNeverBlocksReadLoop(t *testing.T) {
 	if _, err := pipe.Exec(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the read loop to take every event", func() bool {
+	waitFor(t, waitLimit, "the read loop to take every event", func() bool {
 		return testutil.ToFloat64(e.b.metrics.received) == channels*perChannel
 	})
 	if n := e.b.mailbox.len(); n > channels {
 		t.Errorf("mailbox holds %d channels, want at most %d", n, channels)
 	}
 	probes := histogramCount(t, e.reg)
-	waitFor(t, 10*time.Second, "probes to keep coming back while the hub is stalled", func() bool {
+	waitFor(t, waitLimit, "probes to keep coming back while the hub is stalled", func() bool {
 		return histogramCount(t, e.reg) >= probes+4
 	})
 	if !e.b.Ready() {
@@ -375,7 +375,7 @@ func TestSlowHubNeverBlocksReadLoop(t *testing.T) {
 	newest := payload(t, fmt.Sprintf("e%d", perChannel), 1000+perChannel).Version()
 	for c := range channels {
 		ch := fmt.Sprintf("ch%d", c)
-		waitFor(t, 10*time.Second, "the newest event of "+ch, func() bool { return e.hub.newest(ch) == newest })
+		waitFor(t, waitLimit, "the newest event of "+ch, func() bool { return e.hub.newest(ch) == newest })
 		var prev hub.Version
 		for _, m := range e.hub.messages(ch, false) {
 			if !prev.Less(m.Version) {
@@ -383,7 +383,7 @@ func TestSlowHubNeverBlocksReadLoop(t *testing.T) {
 			}
 			prev = m.Version
 		}
-		waitFor(t, 10*time.Second, "the newest event of "+ch+" stored", func() bool { return e.stored(ch) == newest })
+		waitFor(t, waitLimit, "the newest event of "+ch+" stored", func() bool { return e.stored(ch) == newest })
 	}
 }
 
@@ -396,15 +396,15 @@ func TestTwoInstancesOneRedis(t *testing.T) {
 	c2 := newClient(t, e.srv.Addr())
 	b2 := NewRedis(c2, store.NewRedis(c2, store.Config{}), h2, cfg, testLogger(t), reg2)
 	e.run(b2)
-	waitFor(t, 10*time.Second, "the second instance to become ready", b2.Ready)
+	waitFor(t, waitLimit, "the second instance to become ready", b2.Ready)
 
 	p := payload(t, "x", 7)
 	mustPublish(t, e.publisher(), "c", p, true)
-	waitFor(t, 5*time.Second, "both hubs to get the event", func() bool {
+	waitFor(t, waitLimit, "both hubs to get the event", func() bool {
 		return e.hub.has("c", p.Version(), false) && h2.has("c", p.Version(), false)
 	})
 	p1, p2 := histogramCount(t, e.reg), histogramCount(t, reg2)
-	waitFor(t, 10*time.Second, "both instances to see their own probes", func() bool {
+	waitFor(t, waitLimit, "both instances to see their own probes", func() bool {
 		return histogramCount(t, e.reg) >= p1+2 && histogramCount(t, reg2) >= p2+2
 	})
 	if e.hub.reservedCalls()+h2.reservedCalls() != 0 {
