@@ -76,6 +76,7 @@ func (s *Server) serveLoop(w http.ResponseWriter, r *http.Request, b *streamBase
 		s.forget(&l.streamBase, l.sub, CloseClient)
 		return
 	}
+	idle(rc)
 	seed()
 	if s.draining.Load() {
 		l.close(CloseDrain, s.retryJitter())
@@ -161,8 +162,17 @@ func (l *loopStream) write(w http.ResponseWriter, rc *http.ResponseController, m
 		}
 		l.srv.wrote(m, len(m.Frame))
 	}
-	return rc.Flush()
+	if err := rc.Flush(); err != nil {
+		return err
+	}
+	idle(rc)
+	return nil
 }
+
+// idle clears the write deadline once a write is done: the deadline bounds a write, not the
+// quiet time after it. On HTTP/2 a deadline left to pass resets the stream even with nothing
+// to write, so an idle stream would be cut one write timeout after its last write.
+func idle(rc *http.ResponseController) { _ = rc.SetWriteDeadline(time.Time{}) }
 
 func (l *loopStream) writeRaw(w http.ResponseWriter, rc *http.ResponseController, b []byte) error {
 	_ = rc.SetWriteDeadline(time.Now().Add(l.srv.cfg.WriteTimeout))
@@ -170,7 +180,11 @@ func (l *loopStream) writeRaw(w http.ResponseWriter, rc *http.ResponseController
 		return err
 	}
 	l.srv.metrics.bytes.Add(float64(len(b)))
-	return rc.Flush()
+	if err := rc.Flush(); err != nil {
+		return err
+	}
+	idle(rc)
+	return nil
 }
 
 func (l *loopStream) fail(err error) CloseReason {
