@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -295,14 +294,3 @@ func streamPath(channels string) string {
 
 // mb formats bytes as MiB.
 func mb(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// hostPort splits "host:port" and fails the test when it cannot.
-func hostPort(t testing.TB, addr string) (string, int) {
-	t.Helper()
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatalf("bad address %q: %v", addr, err)
-	}
-	n, _ := strconv.Atoi(p)
-	return h, n
-}

@@ -74,9 +74,6 @@ func scaled(n, small int) int {
 	return small
 }
 
-// repoRoot is the module root.
-func repoRoot(t testing.TB) string { return gwtest.RepoRoot(t) }
-
 // gatewayBinary returns $RELIABILITY_GATEWAY_BIN, or ./cmd/sse-gateway built once per run
 // (with -race when this test binary has it, unless RELIABILITY_GATEWAY_RACE=0).
 func gatewayBinary(t testing.TB) string {
