@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
 // NodeTimeout is the cluster-node-timeout of every test cluster: a master is declared failed,
@@ -209,30 +210,7 @@ func (c *Cluster) MasterOf(slot int) *Server {
 }
 
 // Slot is the cluster hash slot of key (its {hash tag} if it has one).
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-// crc16 is CRC-16/XMODEM, the cluster's key hash.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+func Slot(key string) int { return redisconn.Slot(key) }
 
 // WaitHealthy waits until every running node reports cluster_state:ok, knows every running
 // node, and sees every slot served by a master that is not failed.

@@ -211,28 +211,6 @@ func (v *clusterView) someSlot(addr string) (int, bool) {
 	return 0, false
 }
 
-// keySlot is the cluster hash slot of key: CRC-16/XMODEM of its {hash tag} if it has a
-// non-empty one, else of the whole key, modulo 16384.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc % 16384)
-}
-
 // parseClusterNodes reads CLUSTER NODES. from is the address the answer came from: a node
 // that does not know its own address yet reports ":0" for itself.
 func parseClusterNodes(s, from string) ([]clusterNode, error) {

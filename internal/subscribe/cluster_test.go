@@ -4,6 +4,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
 func TestParseClusterNodes(t *testing.T) {
@@ -70,12 +72,12 @@ func TestKeySlotAndProbeTag(t *testing.T) {
 	t.Parallel()
 	// Known slots (CLUSTER KEYSLOT): "foo" 12182, "{user1000}.following" 3443 (the tag's).
 	for key, want := range map[string]int{"foo": 12182, "{user1000}.following": 3443, "user1000": 3443} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		if got := redisconn.Slot(key); got != want {
+			t.Errorf("redisconn.Slot(%q) = %d, want %d", key, got, want)
 		}
 	}
 	for _, slot := range []int{0, 1, 5461, 10923, 16383} {
-		if got := keySlot(probeTag(slot)); got != slot {
+		if got := redisconn.Slot(probeTag(slot)); got != slot {
 			t.Errorf("probeTag(%d) hashes to %d", slot, got)
 		}
 	}

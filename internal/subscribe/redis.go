@@ -566,13 +566,10 @@ func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, fi
 		now := time.Now()
 		for i, ch := range part {
 			stored := got[i]
-			switch {
-			case errors.Is(stored.Err, store.ErrUnreadable):
-				r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", stored.Err)
-			case stored.Err != nil:
+			if err := r.usable(ch, stored); err != nil {
 				failed = append(failed, ch)
 				if firstErr == nil {
-					firstErr = stored.Err
+					firstErr = err
 				}
 				continue
 			}

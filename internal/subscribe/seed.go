@@ -171,18 +171,14 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 	}
 	now := time.Now()
 	for i, ch := range channels {
-		stored := got[i]
-		switch {
-		case errors.Is(stored.Err, store.ErrUnreadable):
-			r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", ch, "err", stored.Err)
-		case stored.Err != nil:
+		if err := r.usable(ch, got[i]); err != nil {
 			failed = append(failed, ch)
 			if firstErr == nil {
-				firstErr = stored.Err
+				firstErr = err
 			}
 			continue
 		}
-		r.seedHub(ch, stored, now)
+		r.seedHub(ch, got[i], now)
 		seeded = append(seeded, ch)
 	}
 	var live map[string]bool
@@ -205,6 +201,17 @@ func (s *seeder) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.pending)
+}
+
+// usable sorts a channel's answer from the store: a value that cannot be read (not written
+// by a gateway) is logged and taken for none; a Redis error is returned, as asking again
+// later may succeed.
+func (r *Redis) usable(channel string, stored store.Stored) error {
+	if errors.Is(stored.Err, store.ErrUnreadable) {
+		r.storeLog.Log(slog.LevelWarn, "ignoring unreadable stored latest event", "channel", channel, "err", stored.Err)
+		return nil
+	}
+	return stored.Err
 }
 
 // seedHub hands the hub channel's newest event: what the store answered (stored), or what

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sse-gateway/sse-gateway/internal/redisconn"
 )
 
 const (
@@ -389,7 +390,7 @@ func (s *sharded) wakeLocked() {
 
 // ownerLocked is the master that owns channel's slot, by the last topology read.
 func (s *sharded) ownerLocked(channel string) (addr string, slot int, ok bool) {
-	slot = keySlot(s.r.channelPrefix + channel)
+	slot = redisconn.Slot(s.r.channelPrefix + channel)
 	addr, ok = s.view.owner(slot)
 	return addr, slot, ok
 }
@@ -436,7 +437,7 @@ func (s *sharded) open(ctx context.Context, addr string) (*shardNode, error) {
 func probeTag(slot int) string {
 	for i := 0; ; i++ {
 		tag := "p" + strconv.Itoa(i)
-		if keySlot(tag) == slot {
+		if redisconn.Slot(tag) == slot {
 			return tag
 		}
 	}
@@ -536,7 +537,7 @@ func (s *sharded) subscription(n *shardNode, m *redis.Subscription) {
 func (s *sharded) slotMoved(n *shardNode, slot int) {
 	s.mu.Lock()
 	for ch, c := range s.chans {
-		if c.node == n.addr && keySlot(s.r.channelPrefix+ch) == slot {
+		if c.node == n.addr && redisconn.Slot(s.r.channelPrefix+ch) == slot {
 			s.loseLocked(c)
 		}
 	}
