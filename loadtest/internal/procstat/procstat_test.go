@@ -47,3 +47,17 @@ func TestReadSelf(t *testing.T) {
 		t.Fatalf("LoadAvg1 = %v, %v", l, err)
 	}
 }
+
+func TestParseSockstat(t *testing.T) {
+	in := "sockets: used 12\nTCP: inuse 2 orphan 0 tw 3 alloc 5 mem 7\nUDP: inuse 0 mem 0\n"
+	s, err := ParseSockstat([]byte(in))
+	if err != nil || s != (Sockstat{InUse: 2, Alloc: 5, MemBytes: 7 * 4096}) {
+		t.Fatalf("ParseSockstat = %+v, %v", s, err)
+	}
+	if _, err := ParseSockstat([]byte("sockets: used 1\n")); err == nil {
+		t.Fatal("accepted a sockstat without a TCP line")
+	}
+	if _, err := ReadSockstat(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -34,6 +34,9 @@ type Parser struct {
 	OnComment func(text []byte)
 	// MaxLine bounds a line and an event's accumulated data; 0 means DefaultMaxLine.
 	MaxLine int
+	// OnRetry, if set, is called with the value of each valid retry: field (milliseconds),
+	// the reconnection delay the server asks for.
+	OnRetry func(ms int64)
 
 	line    []byte // partial line carried over between Feed calls
 	data    []byte
@@ -122,8 +125,13 @@ func (p *Parser) processLine(line []byte, max int) error {
 		if bytes.IndexByte(value, 0) < 0 {
 			p.id = append(p.id[:0], value...)
 		}
+	case "retry":
+		// The spec: a value of ASCII digits only sets the reconnection time; others are ignored.
+		if ms, n := parseUint(value); p.OnRetry != nil && n > 0 && n == len(value) {
+			p.OnRetry(ms)
+		}
 	default:
-		// retry: and unknown fields are ignored, as the spec says.
+		// Unknown fields are ignored, as the spec says.
 	}
 	return nil
 }

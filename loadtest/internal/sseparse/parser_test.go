@@ -87,3 +87,17 @@ func TestParserLineTooLong(t *testing.T) {
 		t.Fatalf("data accumulation: err = %v, want ErrLineTooLong", err)
 	}
 }
+
+func TestParserRetry(t *testing.T) {
+	var got []int64
+	p := Parser{OnEvent: func(*Event) {}, OnRetry: func(ms int64) { got = append(got, ms) }}
+	// Only ASCII digits set the reconnection time; "1.5" and "" are ignored (the spec).
+	for _, chunk := range []string{"retry: 25", "00\n\nretry: 1.5\nretry:\ndata: x\nretry:7\n\n"} {
+		if err := p.Feed([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 2 || got[0] != 2500 || got[1] != 7 {
+		t.Fatalf("retry values = %v, want [2500 7]", got)
+	}
+}
