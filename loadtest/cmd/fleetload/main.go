@@ -101,7 +101,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "channel names are <prefix><n>; empty: fleet<unix seconds>_ (a fresh run has no stored events)")
 	fs.IntVar(&o.streams, "streams", 100000, "streams in all")
 	fs.IntVar(&o.channels, "channels", 1000, "channels (environments)")
-	fs.Float64Var(&o.zipfS, "zipf", 1.1, "Zipf exponent: channel c gets weight 1/(c+1)^s, every channel at least one stream")
+	fs.Float64Var(&o.zipfS, "zipf", 1.5, "Zipf exponent: channel c gets weight 1/(c+1)^s, every channel at least one stream")
 	fs.IntVar(&o.workers, "workers", 0, "worker processes; 0: one per 14,000 streams (a process may open 20,000 files)")
 	fs.IntVar(&o.sourceIPs, "source-ips", 32, "source addresses 127.0.0.2... (one address pair has ~28k ephemeral ports)")
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 128, "connection attempts in flight per worker")
