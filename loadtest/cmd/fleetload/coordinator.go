@@ -292,6 +292,10 @@ func (c *coordinator) phases() error {
 	if err != nil {
 		return err
 	}
+	slab0, err := procstat.ReadSlab()
+	if err != nil {
+		return err
+	}
 	cpu0 := c.gatewayCPU()
 
 	c.logf("connecting %d streams (%d channels, largest %d, %d with at most 2) to %d gateways from %d workers",
@@ -338,6 +342,9 @@ func (c *coordinator) phases() error {
 		return err
 	}
 	s.SockBefore, s.SockAfter = sock0, sock1
+	if slab1, err := procstat.ReadSlab(); err == nil {
+		s.SlabBefore, s.SlabAfter = slab0, slab1
+	}
 	for i, pid := range o.pids {
 		m, err := procstat.ReadMem(pid)
 		if err != nil {

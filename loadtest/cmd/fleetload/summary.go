@@ -38,6 +38,8 @@ type summary struct {
 	PerGateway         []gatewayResult   `json:"per_gateway"`
 	SockBefore         procstat.Sockstat `json:"sockstat_before"`
 	SockAfter          procstat.Sockstat `json:"sockstat_after"`
+	SlabBefore         int64             `json:"slab_before"`
+	SlabAfter          int64             `json:"slab_after"`
 
 	Rounds      []roundResult  `json:"rounds"`
 	LatencyHist stats.Snapshot `json:"latency_hist"`
@@ -102,6 +104,9 @@ func report(w io.Writer, s *summary, o *options) {
 	fmt.Fprintf(w, "kernel: TCP sockets in use %d -> %d, socket buffer memory %.1f -> %.1f MiB (both ends on this host: %.3f KiB per stream, idle)\n",
 		s.SockBefore.InUse, s.SockAfter.InUse, float64(s.SockBefore.MemBytes)/(1<<20), float64(s.SockAfter.MemBytes)/(1<<20),
 		kib(float64(s.SockAfter.MemBytes-s.SockBefore.MemBytes)/math.Max(float64(s.Established), 1)))
+	fmt.Fprintf(w, "kernel: slab %.1f -> %.1f MiB = %.2f KiB per stream (two sockets each, the client's and the gateway's: %.2f KiB per socket; host-wide, other processes' noise included)\n",
+		float64(s.SlabBefore)/(1<<20), float64(s.SlabAfter)/(1<<20), kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(s.Established), 1)),
+		kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(2*s.Established), 1)))
 	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery\n",
 		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs)
 	for _, r := range s.Rounds {

@@ -61,3 +61,16 @@ func TestParseSockstat(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestParseSlab(t *testing.T) {
+	v, err := ParseSlab([]byte("MemTotal: 100 kB\nSlab:             123 kB\nSReclaimable: 1 kB\n"))
+	if err != nil || v != 123<<10 {
+		t.Fatalf("ParseSlab = %d, %v", v, err)
+	}
+	if _, err := ParseSlab([]byte("MemTotal: 1 kB\n")); err == nil {
+		t.Fatal("accepted meminfo without Slab")
+	}
+	if _, err := ReadSlab(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -62,3 +62,32 @@ func ParseSockstat(b []byte) (Sockstat, error) {
 	}
 	return Sockstat{}, fmt.Errorf("sockstat: no TCP line")
 }
+
+// ReadSlab reads the Slab line of /proc/meminfo (bytes): the kernel's object caches, where
+// a socket's own structures (not its buffers) live.
+func ReadSlab() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("read meminfo: %w", err)
+	}
+	return ParseSlab(b)
+}
+
+// ParseSlab parses the Slab line of /proc/meminfo content, in bytes.
+func ParseSlab(b []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Slab:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("meminfo: bad Slab line %q", sc.Text())
+			}
+			v, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("meminfo: %w", err)
+			}
+			return v << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("meminfo: no Slab line")
+}
