@@ -235,6 +235,7 @@ func (s *stream) keep(ctx context.Context, body io.Reader) {
 		}
 		var err error
 		body = nil
+		closedBy := s.target
 		for attempt := 0; attempt < maxAttempts && body == nil; attempt++ {
 			if !sleepCtx(ctx, wait) {
 				return
@@ -248,8 +249,12 @@ func (s *stream) keep(ctx context.Context, body io.Reader) {
 				return
 			}
 			if err != nil {
+				from := " (from another gateway)"
+				if s.target == closedBy {
+					from = " (from the gateway that closed it)"
+				}
 				w.mu.Lock()
-				w.reconnErr[classify(err)]++
+				w.reconnErr[classify(err)+from]++
 				w.mu.Unlock()
 			}
 		}
@@ -323,8 +328,10 @@ func (s *stream) open(ctx context.Context, t int) (io.Reader, error) {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		// The body says which refusal it is (draining, at its limit): keep its start.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 60))
 		nc.Close()
-		return nil, fmt.Errorf("status %d", resp.StatusCode)
+		return nil, fmt.Errorf("status %d %s", resp.StatusCode, strings.Join(strings.Fields(string(b)), " "))
 	}
 	_ = nc.SetDeadline(time.Time{})
 	s.mu.Lock()
