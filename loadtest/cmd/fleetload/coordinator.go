@@ -155,9 +155,10 @@ func (c *coordinator) startWorkers() error {
 	return nil
 }
 
-// maxRounds bounds the rounds of a run: measured, during the drain, and one after.
+// maxRounds bounds the rounds of a run: measured, after the shed (one per 500 ms), during
+// the drain, and one after.
 func (o *options) maxRounds() int {
-	return o.rounds + int((o.drain+o.reconnectTimeout)/o.drainPublishEvery) + 2
+	return o.rounds + int(o.roundTimeout/(500*time.Millisecond)) + int((o.drain+o.reconnectTimeout)/o.drainPublishEvery) + 3
 }
 
 // all sends cmd to every worker and returns their answers, in worker order.
@@ -362,6 +363,10 @@ func (c *coordinator) phases() error {
 		return err
 	}
 	cpuP0 := c.gatewayCPU()
+	recv0, _, err := sumOver(c.ctx, o.targets, "sse_gateway_events_received_total")
+	if err != nil {
+		return err
+	}
 	var delivered int64
 	for r := 0; r < o.rounds; r++ {
 		if r > 0 {
@@ -380,6 +385,11 @@ func (c *coordinator) phases() error {
 		}
 	}
 	s.GatewayCPUPublishS = (c.gatewayCPU() - cpuP0).Seconds()
+	recv1, _, err := sumOver(c.ctx, o.targets, "sse_gateway_events_received_total")
+	if err != nil {
+		return err
+	}
+	s.RedisMessagesPerPublishPerGateway = (recv1 - recv0) / float64(o.rounds*o.channels*n)
 	if delivered > 0 {
 		s.CPUPerDeliveryUs = s.GatewayCPUPublishS * 1e6 / float64(delivered)
 	}
@@ -398,7 +408,29 @@ func (c *coordinator) phases() error {
 	} else {
 		s.DrainStreams = s.Established
 	}
-	sleepCtx(c.ctx, time.Second) // the gateways see the shed streams' FINs
+	// A gateway notices a closed idle stream when it next writes to it: publish until the
+	// fleet's open-stream count is down to the streams still live (bounded), so the drain
+	// starts from the room the shed made.
+	shedStart := time.Now()
+	for {
+		open, _, err := sumOver(c.ctx, o.targets, "sse_gateway_streams_open")
+		if err != nil {
+			return err
+		}
+		if int(open) == s.DrainStreams {
+			s.ShedNoticedS = time.Since(shedStart).Seconds()
+			break
+		}
+		if time.Since(shedStart) > o.roundTimeout {
+			c.problem("after shedding, the gateways still count %.0f open streams, %d are live", open, s.DrainStreams)
+			break
+		}
+		if err := c.publishRound(); err != nil {
+			return err
+		}
+		sleepCtx(c.ctx, 500*time.Millisecond)
+	}
+	c.logf("the gateways count %d open streams %.1fs after the shed", s.DrainStreams, s.ShedNoticedS)
 	drained := o.pids[n-1]
 	s.DrainedGateway = o.targets[n-1]
 	for i := n - 1; i < o.streams; i += n {

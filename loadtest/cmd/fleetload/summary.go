@@ -31,15 +31,19 @@ type summary struct {
 	ConnectS       float64         `json:"connect_s"` // first dial to last stream open
 	ConnectLatency stats.Quantiles `json:"connect_latency"`
 
-	GatewayCPUConnectS float64           `json:"gateway_cpu_connect_s"`
-	CPUPerConnectUs    float64           `json:"cpu_per_connect_us"`
-	GatewayCPUPublishS float64           `json:"gateway_cpu_publish_s"`
-	CPUPerDeliveryUs   float64           `json:"cpu_per_delivery_us"`
-	PerGateway         []gatewayResult   `json:"per_gateway"`
-	SockBefore         procstat.Sockstat `json:"sockstat_before"`
-	SockAfter          procstat.Sockstat `json:"sockstat_after"`
-	SlabBefore         int64             `json:"slab_before"`
-	SlabAfter          int64             `json:"slab_after"`
+	GatewayCPUConnectS float64 `json:"gateway_cpu_connect_s"`
+	CPUPerConnectUs    float64 `json:"cpu_per_connect_us"`
+	GatewayCPUPublishS float64 `json:"gateway_cpu_publish_s"`
+	CPUPerDeliveryUs   float64 `json:"cpu_per_delivery_us"`
+	// RedisMessagesPerPublishPerGateway: sse_gateway_events_received_total over the
+	// measured rounds, per publish and gateway.
+	RedisMessagesPerPublishPerGateway float64           `json:"redis_messages_per_publish_per_gateway"`
+	ShedNoticedS                      float64           `json:"shed_noticed_s"`
+	PerGateway                        []gatewayResult   `json:"per_gateway"`
+	SockBefore                        procstat.Sockstat `json:"sockstat_before"`
+	SockAfter                         procstat.Sockstat `json:"sockstat_after"`
+	SlabBefore                        int64             `json:"slab_before"`
+	SlabAfter                         int64             `json:"slab_after"`
 
 	Rounds      []roundResult  `json:"rounds"`
 	LatencyHist stats.Snapshot `json:"latency_hist"`
@@ -107,8 +111,8 @@ func report(w io.Writer, s *summary, o *options) {
 	fmt.Fprintf(w, "kernel: slab %.1f -> %.1f MiB = %.2f KiB per stream (two sockets each, the client's and the gateway's: %.2f KiB per socket; host-wide, other processes' noise included)\n",
 		float64(s.SlabBefore)/(1<<20), float64(s.SlabAfter)/(1<<20), kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(s.Established), 1)),
 		kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(2*s.Established), 1)))
-	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery\n",
-		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs)
+	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery; Redis messages received per publish per gateway %.3f\n",
+		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs, s.RedisMessagesPerPublishPerGateway)
 	for _, r := range s.Rounds {
 		when := "before the drain"
 		if r.AfterDrain {
@@ -117,6 +121,7 @@ func report(w io.Writer, s *summary, o *options) {
 		fmt.Fprintf(w, "publish: round %2d (%s): %d of %d streams, p50 %.1fms p99 %.1fms last %.1fms; largest channel's publish (%d streams) last %.1fms\n",
 			r.Round, when, r.Latency.N, r.Streams, r.Latency.P50, r.Latency.P99, r.LastMs, s.Largest, r.LargestLastMs)
 	}
+	fmt.Fprintf(w, "drain: every %dth stream closed by the client first (room on the survivors); the gateways counted them closed %.1fs later\n", o.shedEvery, s.ShedNoticedS)
 	fmt.Fprintf(w, "drain: %d streams live, SIGTERM to %s (%d streams, --drain %s): it exited after %.1fs; %d rounds published meanwhile\n",
 		s.DrainStreams, s.DrainedGateway, s.DrainedStreams, s.Drain, s.GatewayExitS, s.DrainRounds)
 	if len(s.ClosesMs) > 0 && len(s.ReconnectsMs) > 0 {
