@@ -434,7 +434,7 @@ func (c *coordinator) phases() error {
 	drained := o.pids[n-1]
 	s.DrainedGateway = o.targets[n-1]
 	for i := n - 1; i < o.streams; i += n {
-		if o.shedEvery <= 0 || i%o.shedEvery != o.shedEvery-1 {
+		if !isShed(i, n, o.shedEvery) {
 			s.DrainedStreams++
 		}
 	}

@@ -110,7 +110,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 5, "measured rounds before the drain; a round publishes once on every channel")
 	fs.DurationVar(&o.roundTimeout, "round-timeout", 30*time.Second, "bound on waiting for one round to reach every stream")
 	fs.DurationVar(&o.publishGap, "publish-gap", 500*time.Millisecond, "pause between rounds")
-	fs.IntVar(&o.shedEvery, "shed-every", 10, "before the drain, close every n-th stream for good so the survivors have room (0: none)")
+	fs.IntVar(&o.shedEvery, "shed-every", 10, "before the drain, close every n-th stream of each gateway for good so the survivors have room (0: none)")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "the gateways' --drain (the spread the closes are checked against)")
 	fs.DurationVar(&o.drainPublishEvery, "drain-publish-every", time.Second, "during the drain, a round on every channel this often")
 	fs.DurationVar(&o.reconnectTimeout, "reconnect-timeout", 60*time.Second, "bound on waiting, after SIGTERM, for every stream to be back")

@@ -36,7 +36,7 @@ type command struct {
 	Cmd string `json:"cmd"` // connect, phase, progress, shed, check, finish
 	// phase: deliveries of rounds from this one on are measured (latency, per publish).
 	Round int `json:"round,omitempty"`
-	// shed: close (for good) every stream whose index i has i%ShedEvery == ShedEvery-1.
+	// shed: close (for good) every ShedEvery-th stream of each gateway (isShed).
 	ShedEvery int `json:"shed_every,omitempty"`
 	// check: the newest published round per channel (-1: none).
 	Newest []int32 `json:"newest,omitempty"`

@@ -186,3 +186,21 @@ func waitReady(t *testing.T, addr string) {
 	}
 	t.Fatalf("gateway %s not ready: %s", addr, fmt.Sprint(last))
 }
+
+func TestIsShed(t *testing.T) {
+	// Six gateways, every 10th: each gateway loses exactly a tenth of its streams.
+	per := make([]int, 6)
+	for i := range 60000 {
+		if isShed(i, 6, 10) {
+			per[i%6]++
+		}
+	}
+	for g, n := range per {
+		if n != 1000 {
+			t.Fatalf("gateway %d: %d of 10000 streams shed, want 1000 (all: %v)", g, n, per)
+		}
+	}
+	if isShed(9, 1, 0) {
+		t.Fatal("shed with every = 0")
+	}
+}

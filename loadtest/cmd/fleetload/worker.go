@@ -438,14 +438,10 @@ func (w *worker) progress() workerMsg {
 	return msg
 }
 
-// shed closes for good the streams with i%every == every-1 (an even share of every
-// gateway and nearly every channel).
+// shed closes for good every every-th stream of each gateway (see isShed).
 func (w *worker) shed(every int) {
-	if every <= 0 {
-		return
-	}
 	for _, s := range w.streams {
-		if s.idx%every != every-1 {
+		if !isShed(s.idx, len(w.cfg.Targets), every) {
 			continue
 		}
 		s.mu.Lock()
@@ -552,4 +548,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// isShed reports whether stream i (dealt round-robin to n gateways) is shed: every
+// every-th of each gateway's own streams, so that every gateway loses the same share
+// (i%every alone would spare the gateways whose index has the wrong parity when n and
+// every share a factor).
+func isShed(i, n, every int) bool {
+	return every > 0 && (i/n)%every == every-1
 }
