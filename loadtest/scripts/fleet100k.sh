@@ -86,7 +86,7 @@ log "redis on $REDIS_PORT, gateways $TARGETS (pids $GPIDS)"
 mkdir -p "$OUT"
 rc=0
 "$TMP"/fleetload --targets "$TARGETS" --pids "$GPIDS" --key "$KEY" --redis-url "$REDIS_URL" \
-	--streams "$STREAMS" --channels "$CHANNELS" --rounds "$ROUNDS" --drain "$DRAIN" \
+	--redis-pid "${PIDS[0]}" --streams "$STREAMS" --channels "$CHANNELS" --rounds "$ROUNDS" --drain "$DRAIN" \
 	--json "$OUT"/fleet100k.json --svg "$OUT"/fleet100k.svg "$@" || rc=$?
 if [ "$rc" != 0 ]; then
 	for ((g = 0; g < GATEWAYS; g++)); do

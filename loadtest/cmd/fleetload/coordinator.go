@@ -363,6 +363,12 @@ func (c *coordinator) phases() error {
 		return err
 	}
 	cpuP0 := c.gatewayCPU()
+	var redis0 time.Duration
+	if o.redisPID > 0 {
+		if redis0, err = procstat.ReadCPU(o.redisPID); err != nil {
+			return err
+		}
+	}
 	recv0, _, err := sumOver(c.ctx, o.targets, "sse_gateway_events_received_total")
 	if err != nil {
 		return err
@@ -390,6 +396,14 @@ func (c *coordinator) phases() error {
 		return err
 	}
 	s.RedisMessagesPerPublishPerGateway = (recv1 - recv0) / float64(o.rounds*o.channels*n)
+	if o.redisPID > 0 {
+		redis1, err := procstat.ReadCPU(o.redisPID)
+		if err != nil {
+			return err
+		}
+		s.RedisCPUPublishS = (redis1 - redis0).Seconds()
+		s.RedisCPUPerMessageUs = s.RedisCPUPublishS * 1e6 / (recv1 - recv0)
+	}
 	if delivered > 0 {
 		s.CPUPerDeliveryUs = s.GatewayCPUPublishS * 1e6 / float64(delivered)
 	}
@@ -559,6 +573,11 @@ func (c *coordinator) collect(afterRound int) error {
 	}
 	slices.Sort(s.ClosesMs)
 	slices.Sort(s.ReconnectsMs)
+	s.Closes, s.Reconnects = len(s.ClosesMs), len(s.ReconnectsMs)
+	if n := len(s.ReconnectsMs); n > 0 {
+		nb := int(s.ReconnectsMs[n-1]/100) + 1
+		s.ClosesPer100ms, s.ReconnectsPer100ms = buckets(s.ClosesMs, nb), buckets(s.ReconnectsMs, nb)
+	}
 	per, _ := plan(o.streams, o.channels, o.zipfS)
 	readers := perChannel(per, o.channels)
 	// Per round: latency quantiles and the slowest publish; per publish: complete or not.

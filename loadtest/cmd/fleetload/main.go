@@ -34,6 +34,7 @@ import (
 type options struct {
 	targets            []string
 	pids               []int
+	redisPID           int
 	key                string
 	redisURL           string
 	redisPrefix        string
@@ -96,6 +97,7 @@ func parseFlags(args []string) (*options, error) {
 	targets := fs.String("targets", "", "comma-separated gateway addresses host:port (127.0.0.0/8 only)")
 	pids := fs.String("pids", "", "comma-separated gateway pids, in --targets order: RSS and CPU are read from /proc, the last one is sent SIGTERM for the drain phase")
 	fs.StringVar(&o.key, "key", "", "SDK key the streams use")
+	fs.IntVar(&o.redisPID, "redis-pid", 0, "redis-server's pid: its CPU per message is read from /proc (0: not measured)")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis URL to PUBLISH on (127.0.0.0/8 only)")
 	fs.StringVar(&o.redisPrefix, "redis-channel-prefix", "sse:", "the gateways' --redis-channel-prefix")
 	fs.StringVar(&o.channelPrefix, "channel-prefix", "", "channel names are <prefix><n>; empty: fleet<unix seconds>_ (a fresh run has no stored events)")

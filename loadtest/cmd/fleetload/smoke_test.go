@@ -77,8 +77,8 @@ func TestFleetSmoke(t *testing.T) {
 	if s.Established != 600 || s.PerGateway[2].Streams != 200 || s.DrainStreams != 540 || s.DrainedStreams != 180 {
 		t.Fatalf("streams: established %d, per gateway %+v, at drain %d, drained %d", s.Established, s.PerGateway, s.DrainStreams, s.DrainedStreams)
 	}
-	if len(s.ClosesMs) != 180 || len(s.ReconnectsMs) != 180 || s.ResumedWithID != 180 || s.DrainMissed != 0 || s.DrainRounds == 0 {
-		t.Fatalf("drain: %d closes, %d reconnects, %d with Last-Event-ID, %d missed, %d rounds", len(s.ClosesMs), len(s.ReconnectsMs), s.ResumedWithID, s.DrainMissed, s.DrainRounds)
+	if s.Closes != 180 || s.Reconnects != 180 || s.ResumedWithID != 180 || s.DrainMissed != 0 || s.DrainRounds == 0 {
+		t.Fatalf("drain: %d closes, %d reconnects, %d with Last-Event-ID, %d missed, %d rounds", s.Closes, s.Reconnects, s.ResumedWithID, s.DrainMissed, s.DrainRounds)
 	}
 	if len(s.Rounds) != 3 || s.Rounds[0].Latency.N != 600 || s.Rounds[2].Latency.N != 540 || !s.Rounds[2].AfterDrain {
 		t.Fatalf("rounds: %+v", s.Rounds)

@@ -37,35 +37,43 @@ type summary struct {
 	CPUPerDeliveryUs   float64 `json:"cpu_per_delivery_us"`
 	// RedisMessagesPerPublishPerGateway: sse_gateway_events_received_total over the
 	// measured rounds, per publish and gateway.
-	RedisMessagesPerPublishPerGateway float64           `json:"redis_messages_per_publish_per_gateway"`
-	ShedNoticedS                      float64           `json:"shed_noticed_s"`
-	PerGateway                        []gatewayResult   `json:"per_gateway"`
-	SockBefore                        procstat.Sockstat `json:"sockstat_before"`
-	SockAfter                         procstat.Sockstat `json:"sockstat_after"`
-	SlabBefore                        int64             `json:"slab_before"`
-	SlabAfter                         int64             `json:"slab_after"`
+	RedisMessagesPerPublishPerGateway float64 `json:"redis_messages_per_publish_per_gateway"`
+	ShedNoticedS                      float64 `json:"shed_noticed_s"`
+	// RedisCPUPerMessageUs: redis-server's CPU over the measured rounds per message it sent
+	// to a subscriber (publishes × gateways), with --redis-pid.
+	RedisCPUPublishS     float64           `json:"redis_cpu_publish_s"`
+	RedisCPUPerMessageUs float64           `json:"redis_cpu_per_message_us"`
+	PerGateway           []gatewayResult   `json:"per_gateway"`
+	SockBefore           procstat.Sockstat `json:"sockstat_before"`
+	SockAfter            procstat.Sockstat `json:"sockstat_after"`
+	SlabBefore           int64             `json:"slab_before"`
+	SlabAfter            int64             `json:"slab_after"`
 
 	Rounds      []roundResult  `json:"rounds"`
 	LatencyHist stats.Snapshot `json:"latency_hist"`
 
-	Drain             string         `json:"drain"`
-	DrainStreams      int            `json:"drain_streams"` // live when SIGTERM was sent
-	DrainedGateway    string         `json:"drained_gateway"`
-	DrainedStreams    int            `json:"drained_streams"`
-	SigtermNs         int64          `json:"sigterm_ns"`
-	GatewayExitS      float64        `json:"gateway_exit_s"`
-	DrainRounds       int            `json:"drain_rounds"`
-	DrainMissed       int            `json:"drain_missed"`
-	DrainMissedSample string         `json:"drain_missed_sample,omitempty"`
-	ClosesMs          []float64      `json:"closes_ms"`     // since SIGTERM
-	ReconnectsMs      []float64      `json:"reconnects_ms"` // since SIGTERM
-	CloseSpreadS      float64        `json:"close_spread_s"`
-	ResumedWithID     int            `json:"resumed_with_id"`
-	ReconnectErrors   map[string]int `json:"reconnect_errors,omitempty"`
-	GaveUp            int            `json:"gave_up"`
-	Duplicates        uint64         `json:"duplicates"`
-	ProtocolErrors    uint64         `json:"protocol_errors"`
-	ProtocolSample    string         `json:"protocol_sample,omitempty"`
+	Drain              string         `json:"drain"`
+	DrainStreams       int            `json:"drain_streams"` // live when SIGTERM was sent
+	DrainedGateway     string         `json:"drained_gateway"`
+	DrainedStreams     int            `json:"drained_streams"`
+	SigtermNs          int64          `json:"sigterm_ns"`
+	GatewayExitS       float64        `json:"gateway_exit_s"`
+	DrainRounds        int            `json:"drain_rounds"`
+	DrainMissed        int            `json:"drain_missed"`
+	DrainMissedSample  string         `json:"drain_missed_sample,omitempty"`
+	ClosesMs           []float64      `json:"-"` // since SIGTERM
+	ReconnectsMs       []float64      `json:"-"` // since SIGTERM
+	Closes             int            `json:"closes"`
+	Reconnects         int            `json:"reconnects"`
+	ClosesPer100ms     []int          `json:"closes_per_100ms"` // since SIGTERM
+	ReconnectsPer100ms []int          `json:"reconnects_per_100ms"`
+	CloseSpreadS       float64        `json:"close_spread_s"`
+	ResumedWithID      int            `json:"resumed_with_id"`
+	ReconnectErrors    map[string]int `json:"reconnect_errors,omitempty"`
+	GaveUp             int            `json:"gave_up"`
+	Duplicates         uint64         `json:"duplicates"`
+	ProtocolErrors     uint64         `json:"protocol_errors"`
+	ProtocolSample     string         `json:"protocol_sample,omitempty"`
 }
 
 // gatewayResult is one gateway's share and memory.
@@ -111,8 +119,8 @@ func report(w io.Writer, s *summary, o *options) {
 	fmt.Fprintf(w, "kernel: slab %.1f -> %.1f MiB = %.2f KiB per stream (two sockets each, the client's and the gateway's: %.2f KiB per socket; host-wide, other processes' noise included)\n",
 		float64(s.SlabBefore)/(1<<20), float64(s.SlabAfter)/(1<<20), kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(s.Established), 1)),
 		kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(2*s.Established), 1)))
-	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery; Redis messages received per publish per gateway %.3f\n",
-		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs, s.RedisMessagesPerPublishPerGateway)
+	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery; Redis messages received per publish per gateway %.3f; redis-server CPU %.2fs = %.2f µs per message sent to a gateway\n",
+		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs, s.RedisMessagesPerPublishPerGateway, s.RedisCPUPublishS, s.RedisCPUPerMessageUs)
 	for _, r := range s.Rounds {
 		when := "before the drain"
 		if r.AfterDrain {
