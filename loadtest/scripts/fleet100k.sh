@@ -12,6 +12,7 @@
 #
 #   loadtest/scripts/fleet100k.sh                      # the recorded run, ~2-4 minutes
 #   STREAMS=3000 CHANNELS=100 loadtest/scripts/fleet100k.sh   # a quick look
+#   REDIS=cluster loadtest/scripts/fleet100k.sh        # on a 6-node Redis Cluster
 #
 # Heavy: it takes the machine-wide lock /tmp/heavy.lock so heavy runs do not overlap.
 set -euo pipefail
@@ -26,6 +27,7 @@ CHANNELS=${CHANNELS:-1000}
 ROUNDS=${ROUNDS:-5}
 DRAIN=${DRAIN:-10s}
 OUT=${OUT:-loadtest/results}
+REDIS=${REDIS:-single} # or cluster: a 6-node Redis Cluster (3 masters + 3 replicas)
 
 cd "$(dirname "$0")/../.."
 log() { echo "fleet100k: $*" >&2; }
@@ -59,18 +61,49 @@ wait_tcp() { # port tries
 	return 1
 }
 
-REDIS_PORT=$("$TMP"/fleetload freeport)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP"/redis.log 2>&1 &
-PIDS+=($!)
-wait_tcp "$REDIS_PORT" 50 || die "redis-server did not start: $(tail -3 "$TMP"/redis.log)"
-REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+NAME=fleet100k
+REDIS_PID_ARGS=()
+case $REDIS in
+single)
+	REDIS_PORT=$("$TMP"/fleetload freeport)
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP"/redis.log 2>&1 &
+	PIDS+=($!)
+	REDIS_PID_ARGS=(--redis-pid "$!")
+	wait_tcp "$REDIS_PORT" 50 || die "redis-server did not start: $(tail -3 "$TMP"/redis.log)"
+	REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+	GATEWAY_REDIS_URL=$REDIS_URL
+	;;
+cluster)
+	# Six nodes, three masters with a replica each, as issue 9's users run it.
+	NAME=fleet100k-cluster
+	NODES=()
+	for ((n = 0; n < 6; n++)); do
+		p=$("$TMP"/fleetload freeport)
+		mkdir -p "$TMP"/node$p
+		redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP"/node$p \
+			--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 >"$TMP"/node$p/log 2>&1 &
+		PIDS+=($!)
+		wait_tcp "$p" 50 || die "redis-server $p did not start: $(tail -3 "$TMP"/node$p/log)"
+		NODES+=("127.0.0.1:$p")
+	done
+	redis-cli --cluster create "${NODES[@]}" --cluster-replicas 1 --cluster-yes >"$TMP"/cluster-create.log 2>&1 ||
+		die "redis-cli --cluster create failed: $(tail -3 "$TMP"/cluster-create.log)"
+	for ((i = 0; i < 100; i++)); do
+		redis-cli -p "${NODES[0]#*:}" cluster info | grep -q 'cluster_state:ok' && break
+		sleep 0.1
+	done
+	REDIS_URL=redis://${NODES[0]}/0 # PUBLISH on one node reaches every node over the cluster bus
+	GATEWAY_REDIS_URL="redis://${NODES[0]}?addr=${NODES[1]}&addr=${NODES[2]}"
+	;;
+*) die "REDIS=$REDIS: single or cluster" ;;
+esac
 KEY=fleet-$RANDOM$RANDOM$RANDOM
 printf '{"keys":[{"name":"fleet","key":"%s","channels":["*"]}]}\n' "$KEY" >"$TMP"/keys.json
 
 TARGETS="" GPIDS=""
 for ((g = 0; g < GATEWAYS; g++)); do
 	port=$("$TMP"/fleetload freeport)
-	"$TMP"/sse-gateway --addr 127.0.0.1:"$port" --redis-url "$REDIS_URL" --keys-file "$TMP"/keys.json \
+	"$TMP"/sse-gateway --addr 127.0.0.1:"$port" --redis-url "$GATEWAY_REDIS_URL" --keys-file "$TMP"/keys.json \
 		--admin-token "fleet-admin-$RANDOM$RANDOM" --drain "$DRAIN" --log-format json >"$TMP"/gateway$g.log 2>&1 &
 	PIDS+=($!)
 	TARGETS+="${TARGETS:+,}127.0.0.1:$port"
@@ -81,13 +114,13 @@ for ((g = 0; g < GATEWAYS; g++)); do
 		sleep 0.1
 	done
 done
-log "redis on $REDIS_PORT, gateways $TARGETS (pids $GPIDS)"
+log "redis $GATEWAY_REDIS_URL, gateways $TARGETS (pids $GPIDS)"
 
 mkdir -p "$OUT"
 rc=0
 "$TMP"/fleetload --targets "$TARGETS" --pids "$GPIDS" --key "$KEY" --redis-url "$REDIS_URL" \
-	--redis-pid "${PIDS[0]}" --streams "$STREAMS" --channels "$CHANNELS" --rounds "$ROUNDS" --drain "$DRAIN" \
-	--json "$OUT"/fleet100k.json --svg "$OUT"/fleet100k.svg "$@" || rc=$?
+	"${REDIS_PID_ARGS[@]}" --streams "$STREAMS" --channels "$CHANNELS" --rounds "$ROUNDS" --drain "$DRAIN" \
+	--json "$OUT"/$NAME.json --svg "$OUT"/$NAME.svg "$@" || rc=$?
 if [ "$rc" != 0 ]; then
 	for ((g = 0; g < GATEWAYS; g++)); do
 		log "gateway $g log tail:"

@@ -119,8 +119,12 @@ func report(w io.Writer, s *summary, o *options) {
 	fmt.Fprintf(w, "kernel: slab %.1f -> %.1f MiB = %.2f KiB per stream (two sockets each, the client's and the gateway's: %.2f KiB per socket; host-wide, other processes' noise included)\n",
 		float64(s.SlabBefore)/(1<<20), float64(s.SlabAfter)/(1<<20), kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(s.Established), 1)),
 		kib(float64(s.SlabAfter-s.SlabBefore)/math.Max(float64(2*s.Established), 1)))
-	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery; Redis messages received per publish per gateway %.3f; redis-server CPU %.2fs = %.2f µs per message sent to a gateway\n",
-		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs, s.RedisMessagesPerPublishPerGateway, s.RedisCPUPublishS, s.RedisCPUPerMessageUs)
+	fmt.Fprintf(w, "publish: a round = one publish on each of the %d channels in one pipeline; gateway CPU %.2fs = %.2f µs per delivery; Redis messages received per publish per gateway %.3f",
+		s.Channels, s.GatewayCPUPublishS, s.CPUPerDeliveryUs, s.RedisMessagesPerPublishPerGateway)
+	if o.redisPID > 0 {
+		fmt.Fprintf(w, "; redis-server CPU %.2fs = %.2f µs per message sent to a gateway", s.RedisCPUPublishS, s.RedisCPUPerMessageUs)
+	}
+	fmt.Fprintln(w)
 	for _, r := range s.Rounds {
 		when := "before the drain"
 		if r.AfterDrain {
