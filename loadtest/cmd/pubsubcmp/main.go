@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.publishes, "publishes", 10000, "events published, round-robin over the channels")
 	fs.IntVar(&cfg.rate, "rate", 1000, "publishes per second")
 	fs.IntVar(&cfg.churn, "churn", 100, "channels whose streams are closed and reopened to measure subscription churn (0: none)")
-	fs.StringVar(&modes, "modes", "classic,sharded", "modes to run, in order")
+	fs.StringVar(&modes, "modes", "classic,sharded,sharded,classic", "modes to run, in order (a mode may repeat: the default's order evens out a machine whose load drifts)")
 	fs.StringVar(&cfg.gatewayBin, "gateway", "", "sse-gateway binary; empty builds ./cmd/sse-gateway")
 	fs.DurationVar(&cfg.deliverTimeout, "deliver-timeout", 20*time.Second, "how long after the last publish every event may take to reach its streams")
 	fs.DurationVar(&cfg.linger, "linger", 5*time.Second, "the gateway's shard-subscription linger after a channel's last stream (waited out in the churn)")
@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	failed := false
 	for _, r := range res {
 		for _, p := range r.problems {
-			fmt.Fprintf(stderr, "pubsubcmp: %s: %s\n", r.mode, p)
+			fmt.Fprintf(stderr, "pubsubcmp: %s: %s\n", r.label, p)
 			failed = true
 		}
 	}
@@ -144,12 +144,22 @@ func compare(ctx context.Context, cfg config, logw io.Writer) ([]*modeResult, er
 		return nil, err
 	}
 	var out []*modeResult
+	runs, total := map[string]int{}, map[string]int{}
 	for _, m := range cfg.modes {
-		fmt.Fprintf(logw, "pubsubcmp: %s mode\n", m)
+		total[m]++
+	}
+	for _, m := range cfg.modes {
+		runs[m]++
+		label := m
+		if total[m] > 1 {
+			label = fmt.Sprintf("%s #%d", m, runs[m])
+		}
+		fmt.Fprintf(logw, "pubsubcmp: %s\n", label)
 		r, err := env.runMode(ctx, m)
 		if err != nil {
-			return nil, fmt.Errorf("%s mode: %w", m, err)
+			return nil, fmt.Errorf("%s: %w", label, err)
 		}
+		r.label, r.first = label, runs[m] == 1
 		out = append(out, r)
 	}
 	return out, nil

@@ -30,6 +30,8 @@ type runEnv struct {
 // modeResult is what one mode measured.
 type modeResult struct {
 	mode      string
+	label     string // the mode, numbered when it runs more than once
+	first     bool   // the first run of its mode
 	gateways  []gwResult
 	nodes     []nodeStats // counters over the publish phase, per node
 	publishes int
