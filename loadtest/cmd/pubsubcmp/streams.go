@@ -74,9 +74,8 @@ type client struct {
 
 func newClient(key string, cn func(int) string) *client {
 	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: -1,
-		DisableCompression:  true,
+		DialContext:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		DisableCompression: true,
 	}
 	return &client{hc: &http.Client{Transport: tr}, key: key, cn: cn}
 }
