@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/procstat"
 )
 
 // nodeStats is one node's counters at one moment: INFO stats, cpu, commandstats and
@@ -32,6 +34,14 @@ func (c *cluster) snapshot(ctx context.Context) ([]nodeStats, error) {
 		}
 		s := nodeStats{addr: n.addr, v: map[string]float64{}}
 		parseInfo(info+"\n"+ci, s.v)
+		// Redis 7.0 counts no cluster bus bytes; what the process wrote to every socket and
+		// file, less what INFO says it sent to clients and replicas, is the bus (and a few
+		// log lines).
+		io, err := procstat.ReadIO(n.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		s.v["proc_wchar"] = float64(io.WChar)
 		s.master = strings.Contains(info, "role:master")
 		out = append(out, s)
 	}

@@ -82,9 +82,11 @@ func (m *modeRun) gatewayCounters(ctx context.Context) ([]gwCounters, error) {
 		if c.cpu, err = procstat.ReadCPU(g.pid()); err != nil {
 			return nil, err
 		}
-		if c.rchar, err = procstat.ReadRChar(g.pid()); err != nil {
+		io, err := procstat.ReadIO(g.pid())
+		if err != nil {
 			return nil, err
 		}
+		c.rchar = io.RChar
 		out[i] = c
 	}
 	return out, nil

@@ -69,6 +69,7 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 	row("of which PUBLISH forwarded on the bus", f2(func(r *modeResult) float64 {
 		return sum(r.nodes, "cluster_stats_messages_publish_sent") + sum(r.nodes, "cluster_stats_messages_publishshard_sent")
 	}))
+	row("cluster bus bytes sent, all nodes (wchar − INFO's bytes sent)", f0(busBytes))
 	row("Redis CPU, all nodes (µs)", f0(func(r *modeResult) float64 {
 		t := 0.0
 		for _, n := range r.nodes {
@@ -114,7 +115,7 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | node | role | commands | bytes to clients | replication bytes | bus messages sent / received | bus PUBLISH received | CPU (ms) |")
+	fmt.Fprintln(w, "| mode | node | role | commands | bytes to clients | replication bytes | bus messages sent (bytes) / received | bus PUBLISH received | CPU (ms) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res {
 		if !r.first {
@@ -125,9 +126,9 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 			if n.master {
 				role = "master"
 			}
-			fmt.Fprintf(w, "| %s | n%d | %s | %.0f | %.0f | %.0f | %.0f / %.0f | %.0f | %.0f |\n", r.mode, i, role,
+			fmt.Fprintf(w, "| %s | n%d | %s | %.0f | %.0f | %.0f | %.0f (%.0f) / %.0f | %.0f | %.0f |\n", r.mode, i, role,
 				n.v["total_commands_processed"], n.v["total_net_output_bytes"]-n.v["total_net_repl_output_bytes"],
-				n.v["total_net_repl_output_bytes"], n.v["cluster_stats_messages_sent"], n.v["cluster_stats_messages_received"],
+				n.v["total_net_repl_output_bytes"], n.v["cluster_stats_messages_sent"], n.v["proc_wchar"]-n.v["total_net_output_bytes"], n.v["cluster_stats_messages_received"],
 				n.v["cluster_stats_messages_publish_received"]+n.v["cluster_stats_messages_publishshard_received"], n.cpuSeconds()*1e3)
 		}
 	}
@@ -135,4 +136,10 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 		fmt.Fprintf(w, "\n%s: publish phase %v (first publish to the last delivery, plus 1 s for the last store writes)", r.label, r.elapsed.Round(100*1e6))
 	}
 	fmt.Fprintln(w)
+}
+
+// busBytes is what the nodes wrote that INFO does not count as sent to clients or replicas:
+// the cluster bus.
+func busBytes(r *modeResult) float64 {
+	return sum(r.nodes, "proc_wchar") - sum(r.nodes, "total_net_output_bytes")
 }

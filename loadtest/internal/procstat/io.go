@@ -7,22 +7,45 @@ import (
 	"strconv"
 )
 
-// ReadRChar returns the bytes pid has read so far through read(2) and friends, from any
-// file or socket (rchar of /proc/<pid>/io; readable for a process of the same user).
-func ReadRChar(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read io of pid %d: %w", pid, err)
-	}
-	return ParseRChar(b)
+// IO is what a process has read and written so far through read(2)/write(2) and friends,
+// to any file or socket (/proc/<pid>/io).
+type IO struct {
+	RChar, WChar int64
 }
 
-// ParseRChar parses rchar out of the content of /proc/<pid>/io.
-func ParseRChar(b []byte) (int64, error) {
+// ReadIO reads /proc/<pid>/io (readable for a process of the same user).
+func ReadIO(pid int) (IO, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return IO{}, fmt.Errorf("read io of pid %d: %w", pid, err)
+	}
+	return ParseIO(b)
+}
+
+// ParseIO parses rchar and wchar out of the content of /proc/<pid>/io.
+func ParseIO(b []byte) (IO, error) {
+	var io IO
+	found := 0
 	for _, line := range bytes.Split(b, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("rchar:")); ok {
-			return strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch string(k) {
+		case "rchar":
+			io.RChar = n
+			found++
+		case "wchar":
+			io.WChar = n
+			found++
 		}
 	}
-	return 0, fmt.Errorf("no rchar in io")
+	if found != 2 {
+		return io, fmt.Errorf("no rchar and wchar in io")
+	}
+	return io, nil
 }
