@@ -20,7 +20,6 @@ import (
 // redis-cli --cluster create like internal/redistest's (which needs a testing.TB, so a
 // command cannot use it).
 type cluster struct {
-	dir   string
 	nodes []*node
 }
 
@@ -39,7 +38,7 @@ func startCluster(ctx context.Context, dir string, masters, replicas int) (_ *cl
 			return nil, fmt.Errorf("%s not found in PATH (apt-get install redis-server ships both): %w", bin, err)
 		}
 	}
-	c := &cluster{dir: dir}
+	c := &cluster{}
 	defer func() {
 		if err != nil {
 			c.stop()

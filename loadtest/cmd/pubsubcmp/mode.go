@@ -58,8 +58,8 @@ type gwResult struct {
 type churnResult struct {
 	channels, streams int
 	// quick: streams closed and reopened at once (a reconnect); after: closed, the
-	// linger waited out, then reopened. Each: SSUBSCRIBE and SUNSUBSCRIBE commands the
-	// nodes executed (commandstats), and the other pub/sub commands.
+	// linger waited out, then reopened. Each: the SSUBSCRIBE and SUNSUBSCRIBE commands the
+	// nodes executed (commandstats, all nodes).
 	quickSub, quickUnsub, afterSub, afterUnsub float64
 	reopenedDelivered, reopenedExpected        int
 }
@@ -76,11 +76,13 @@ type modeRun struct {
 	// expect is, per stream id, the sequence numbers it must receive.
 	expect  map[int][]int64
 	rounds  []int64 // per channel: events published on it so far
-	baseMs  int64
-	gwChans []int // channels per gateway
+	baseMs  int64   // lastModified of sequence 0: versions grow with the sequence
+	gwChans []int   // channels per gateway
 }
 
-func (e *runEnv) runMode(ctx context.Context, mode string) (_ *modeResult, err error) {
+// runMode measures one mode on the cluster: fresh gateways, the streams, the publish phase,
+// the churn; everything it started is stopped when it returns.
+func (e *runEnv) runMode(ctx context.Context, mode string) (*modeResult, error) {
 	cfg := e.cfg
 	if err := e.cluster.flush(ctx); err != nil {
 		return nil, err
