@@ -195,3 +195,35 @@ func publishSharded(t testing.TB, redisURL, channel, etag string, lm int64) {
 		}
 	}
 }
+
+// TestShardSubscriptionsGaugeFollowsDrops: sse_gateway_redis_shard_subscriptions counts the
+// subscriptions held, also after one is dropped for want of streams. The gauge was set only
+// when a node confirmed a subscription (or dropped one by itself), so a subscription the
+// gateway let go after its channel's last stream stayed counted until the next SSUBSCRIBE.
+func TestShardSubscriptionsGaugeFollowsDrops(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	g := startGateway(t, "gauge", c.URL(), "--redis-pubsub", "sharded")
+	cs := newClients(t)
+	keep := cs.start(clientConfig{channels: "gauge-keep", source: source(0), target: fixed(g.Addr), reconnect: true})
+	drop := cs.start(clientConfig{channels: "gauge-drop", source: source(1), target: fixed(g.Addr), reconnect: false})
+	waitOpen(t, 30*time.Second, []*sseClient{keep, drop})
+	waitShardSubs(t, c, "gauge-keep", 1, 10*time.Second)
+	waitShardSubs(t, c, "gauge-drop", 1, 10*time.Second)
+	waitFor(t, 10*time.Second, func() string { return "the gauge never counted both subscriptions" },
+		func() bool { return g.metrics().get("sse_gateway_redis_shard_subscriptions") == 2 })
+
+	closeStreams([]*sseClient{drop})
+	// The gateway counts the drop before it sends the SUNSUBSCRIBE: once Redis has none,
+	// the gauge must say so.
+	waitShardSubs(t, c, "gauge-drop", 0, 15*time.Second)
+	if got := g.metrics().get("sse_gateway_redis_shard_subscriptions"); got != 1 {
+		t.Errorf("sse_gateway_redis_shard_subscriptions = %v after gauge-drop's subscription was dropped, want 1 (gauge-keep)", got)
+	}
+	// sse:gauge-drop and sse:gauge-keep hash to slots of different masters, so the drop
+	// also closes a connection, which is no failure: its SUNSUBSCRIBE was sent on the closed
+	// connection and logged as one.
+	g.kill()
+	if log := g.log.tail(200); strings.Contains(log, "shard subscription command failed") {
+		t.Errorf("dropping a subscription logged a failure:\n%s", log)
+	}
+}

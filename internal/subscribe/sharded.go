@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,6 +325,12 @@ func (s *sharded) reconcile(ctx context.Context) {
 			r.metrics.shardNodeUp.DeleteLabelValues(addr)
 		}
 	}
+	// Closing a connection drops its subscriptions: an SUNSUBSCRIBE on it would fail (and
+	// be logged as a failure).
+	ops = slices.DeleteFunc(ops, func(op shardOp) bool { return slices.Contains(closing, op.node) })
+	// Channels dropped or lost at this pass are no longer held; the confirmations keep the
+	// gauge up to date otherwise.
+	r.metrics.shardSubs.Set(float64(s.confirmedLocked()))
 	s.mu.Unlock()
 
 	for _, n := range closing {
