@@ -174,3 +174,18 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("defaults = %+v", d)
 	}
 }
+
+// TestParseNotice: a stored notice names the channel and the version stored, and anything
+// else is not one.
+func TestParseNotice(t *testing.T) {
+	v := hub.Version{Time: 1700000000123, Tie: 4294967295}
+	ch, got, ok := ParseNotice(notice("env-1", v))
+	if !ok || ch != "env-1" || got != v {
+		t.Fatalf("ParseNotice(notice) = %q, %v, %v; want env-1, %v", ch, got, ok, v)
+	}
+	for _, bad := range []string{"", "123", versionHeader(v), versionHeader(v) + "_reserved", "x" + notice("c", v)[1:], versionHeader(v) + "a b"} {
+		if _, _, ok := ParseNotice(bad); ok {
+			t.Errorf("ParseNotice(%q) accepted", bad)
+		}
+	}
+}

@@ -2,11 +2,14 @@ package subscribe
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/sse-gateway/sse-gateway/internal/backoff"
+	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
 )
@@ -24,41 +27,113 @@ const (
 // writer stores the events the dispatchers hand the hub as their channels' newest, off the
 // delivery path: a dispatcher marks a channel dirty and goes on with the next events, and
 // the writer saves dirty channels in pipelines. A Redis that answers slowly then delays the
-// storing, never the fan-out; what waits is one payload per channel, newest wins. Every
-// instance that receives an event stores it, so that whichever received it first has (see
-// the package doc). Its loop is owned by Run.
+// storing, never the fan-out; what waits is one payload per channel, newest wins. Its loop is
+// owned by Run.
+//
+// Every instance receives every event, and any one of them storing it is enough. So an event
+// published stored (wire.ParseReceived reports the marker) is not written at all, and a raw
+// one is written after a delay in [0, spread) drawn from a hash of the instance, the channel
+// and the version: the instance with the shortest delay stores it and publishes a stored
+// notice (store.SaveNotify), and the others, hearing it before their own delay is up, drop
+// their write. Until it is stored or noticed, an event stays pending here (and in lastSeen),
+// so it is written unless every instance that received it dies within spread: the no-loss
+// promise of the package doc is kept, at about one write per event fleet-wide instead of one
+// per instance.
 type writer struct {
-	r *Redis
+	r      *Redis
+	spread time.Duration // 0: write at once (sharded mode: no instance hears notices)
+	seed   string        // the instance's share of the delay hash
 
-	mu    sync.Mutex
-	dirty map[string]wire.Payload // guarded by mu: the newest unwritten payload per channel
-	busy  map[string]bool         // guarded by mu: channels in the write under way
-	wake  chan struct{}           // capacity 1: dirty grew
+	mu      sync.Mutex
+	dirty   map[string]pendingWrite // guarded by mu: the newest unwritten payload per channel
+	busy    map[string]bool         // guarded by mu: channels in the write under way
+	noticed map[string]hub.Version  // guarded by mu: the newest version known stored, per channel; forgotten every pruneInterval
+	wake    chan struct{}           // capacity 1: dirty became non-empty
 }
 
-func newWriter(r *Redis) *writer {
-	return &writer{r: r, dirty: make(map[string]wire.Payload), busy: make(map[string]bool), wake: make(chan struct{}, 1)}
+// pendingWrite is a payload waiting to be stored, from due on.
+type pendingWrite struct {
+	p   wire.Payload
+	due time.Time
 }
 
-// mark queues p to be stored as channel's newest unless a newer payload is queued. It never
-// blocks; it reports false when the queue is full and p was dropped.
+func newWriter(r *Redis, spread time.Duration) *writer {
+	return &writer{r: r, spread: spread, seed: r.cfg.InstanceID, dirty: make(map[string]pendingWrite), busy: make(map[string]bool),
+		noticed: make(map[string]hub.Version), wake: make(chan struct{}, 1)}
+}
+
+// delay is how long this instance waits before storing channel's event of version v: a hash
+// of the instance, the channel and the version, so that which instance writes first changes
+// from event to event and the writes spread over the fleet.
+func (w *writer) delay(channel string, v hub.Version) time.Duration {
+	if w.spread <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(w.seed))
+	h.Write([]byte{0})
+	h.Write([]byte(channel))
+	var b [12]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(v.Time))
+	binary.LittleEndian.PutUint32(b[8:], v.Tie)
+	h.Write(b[:])
+	return time.Duration(h.Sum64() % uint64(w.spread))
+}
+
+// mark queues p to be stored as channel's newest unless a newer payload is queued or known
+// stored. It never blocks; it reports false when the queue is full and p was dropped.
 func (w *writer) mark(channel string, p wire.Payload) bool {
+	v := p.Version()
+	due := time.Now().Add(w.delay(channel, v))
 	w.mu.Lock()
 	cur, ok := w.dirty[channel]
+	if n, known := w.noticed[channel]; known && !n.Less(v) {
+		w.mu.Unlock()
+		return true // another instance stored it (or a newer one) already
+	}
+	empty := len(w.dirty) == 0
 	switch {
-	case ok && !cur.Version().Less(p.Version()):
+	case ok && !cur.p.Version().Less(v):
 	case !ok && len(w.dirty) >= maxDirty:
 		w.mu.Unlock()
 		return false
+	case ok:
+		// Keep the earlier due time: a channel whose events come faster than spread is
+		// still written within spread of its first unwritten one.
+		if cur.due.Before(due) {
+			due = cur.due
+		}
+		w.dirty[channel] = pendingWrite{p: p, due: due}
 	default:
-		w.dirty[channel] = p
+		w.dirty[channel] = pendingWrite{p: p, due: due}
 	}
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if empty || w.spread <= 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 	return true
+}
+
+// stored records that the store holds channel's event of version v or a newer one (it came
+// marked as stored, or another instance's notice said so): a pending write of it or of an
+// older one is dropped.
+func (w *writer) stored(channel string, v hub.Version) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cur, ok := w.dirty[channel]; ok && !v.Less(cur.p.Version()) {
+		delete(w.dirty, channel)
+	}
+	// Remembered, bounded, for an event still on its way to mark (in the mailbox): a notice
+	// can overtake it there.
+	if n, ok := w.noticed[channel]; ok && !n.Less(v) {
+		return
+	}
+	if len(w.noticed) < maxDirty {
+		w.noticed[channel] = v
+	}
 }
 
 // pending reports whether channel has a payload waiting or being written.
@@ -76,22 +151,26 @@ func (w *writer) len() int {
 	return len(w.dirty) + len(w.busy)
 }
 
-// take moves up to writeBatch dirty channels into the write under way.
-func (w *writer) take(entries []store.Entry) []store.Entry {
+// take moves up to writeBatch dirty channels due by now into the write under way, and
+// returns the earliest due time of those left (zero: none left).
+func (w *writer) take(entries []store.Entry, now time.Time) ([]store.Entry, time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for ch, p := range w.dirty {
-		if len(entries) == writeBatch {
-			break
+	var next time.Time
+	for ch, pw := range w.dirty {
+		if w.busy[ch] || len(entries) == writeBatch || pw.due.After(now) {
+			// Its write is under way (the newer payload goes in the next one), the batch is
+			// full, or it is not due.
+			if next.IsZero() || pw.due.Before(next) {
+				next = pw.due
+			}
+			continue
 		}
-		if w.busy[ch] {
-			continue // its write is under way; the newer payload goes in the next one
-		}
-		entries = append(entries, store.Entry{Channel: ch, Payload: p})
+		entries = append(entries, store.Entry{Channel: ch, Payload: pw.p})
 		delete(w.dirty, ch)
 		w.busy[ch] = true
 	}
-	return entries
+	return entries, next
 }
 
 // done ends a write: the entries that failed are queued again unless a newer payload of
@@ -103,8 +182,8 @@ func (w *writer) done(entries []store.Entry, errs []error) {
 		if errs == nil || errs[i] == nil {
 			continue
 		}
-		if cur, ok := w.dirty[e.Channel]; !ok || cur.Version().Less(e.Payload.Version()) {
-			w.dirty[e.Channel] = e.Payload
+		if cur, ok := w.dirty[e.Channel]; !ok || cur.p.Version().Less(e.Payload.Version()) {
+			w.dirty[e.Channel] = pendingWrite{p: e.Payload, due: time.Now()}
 		}
 	}
 	w.mu.Unlock()
@@ -114,20 +193,38 @@ func (w *writer) done(entries []store.Entry, errs []error) {
 func (w *writer) run(ctx context.Context) {
 	r := w.r
 	var entries []store.Entry
+	var next time.Time
 	failures := 0
+	lastForget := time.Now()
 	for {
-		entries = w.take(entries[:0])
+		now := time.Now()
+		if now.Sub(lastForget) >= pruneInterval {
+			w.forgetNotices()
+			lastForget = now
+		}
+		entries, next = w.take(entries[:0], now)
 		r.metrics.writeBackPending.Set(float64(w.len()))
 		if len(entries) == 0 {
+			var timer <-chan time.Time
+			var t *time.Timer
+			if !next.IsZero() {
+				// Not before a millisecond: the writes due meanwhile go in one pipeline.
+				t = time.NewTimer(max(next.Sub(now), time.Millisecond))
+				timer = t.C
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-w.wake:
+			case <-timer:
+			}
+			if t != nil {
+				t.Stop()
 			}
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		_, errs := r.store.Save(sctx, entries, false)
+		_, errs := r.store.Save(sctx, entries, store.SaveNotify)
 		cancel()
 		w.done(entries, errs)
 		clear(entries) // drop the payloads until the next take
@@ -150,6 +247,14 @@ func (w *writer) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// forgetNotices forgets the versions known stored: they only save writes of events that
+// were still on their way here when the notice came, so keeping them briefly is enough.
+func (w *writer) forgetNotices() {
+	w.mu.Lock()
+	clear(w.noticed)
+	w.mu.Unlock()
 }
 
 // countErrors is how many of errs are not nil.

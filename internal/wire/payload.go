@@ -123,3 +123,35 @@ func ETagHash(etag string) uint32 {
 	h.Write([]byte(etag))
 	return h.Sum32()
 }
+
+// storedPrefix opens a payload that the gateway's store published after storing it (an API or
+// CLI publish, a resync's write-back): the event is stored already, so no instance that
+// receives it needs to write it back. The marker is a JSON member, so a gateway that predates
+// it (during a rolling upgrade) still accepts the payload; it then passes the member on to
+// SDKs, which ignore fields they do not know. A publisher other than the gateway must not
+// start its payloads with it: its events would not be stored.
+const storedPrefix = `{"_sseGatewayStored":1,`
+
+// MarkStored returns raw, a Payload's Raw, with the stored marker as its first member: what the
+// store publishes, so that receivers know the event is stored (see ParseReceived).
+func MarkStored(raw []byte) []byte {
+	out := make([]byte, 0, len(storedPrefix)+len(raw))
+	out = append(out, storedPrefix...)
+	return append(out, bytes.TrimPrefix(bytes.TrimSpace(raw), []byte("{"))...)
+}
+
+// ParseReceived is ParsePayload for a payload received from pub/sub. It also reports whether
+// the payload carries the stored marker (MarkStored), which it strips: Raw, what SDKs get, is
+// the payload as its publisher sent it. max applies to the payload without the marker.
+func ParseReceived(raw []byte, max int) (p Payload, stored bool, err error) {
+	rest, ok := bytes.CutPrefix(raw, []byte(storedPrefix))
+	if !ok {
+		p, err = ParsePayload(raw, max)
+		return p, false, err
+	}
+	unmarked := make([]byte, 0, len(rest)+1)
+	unmarked = append(unmarked, '{')
+	unmarked = append(unmarked, rest...)
+	p, err = ParsePayload(unmarked, max)
+	return p, err == nil, err
+}
