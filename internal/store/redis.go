@@ -52,7 +52,16 @@ return 1
 
 // versionHeader formats v as the stored value's fixed-width prefix.
 func versionHeader(v hub.Version) string {
-	return fmt.Sprintf("%020d%010d", uint64(v.Time), v.Tie)
+	// Without fmt: the writer formats one per event stored.
+	var b [versionLen]byte
+	for i := range b {
+		b[i] = '0'
+	}
+	t := strconv.AppendUint(nil, uint64(v.Time), 10)
+	tie := strconv.AppendUint(nil, uint64(v.Tie), 10)
+	copy(b[20-len(t):20], t)
+	copy(b[versionLen-len(tie):], tie)
+	return string(b[:])
 }
 
 // decode reads a stored value back. The payload is checked as on the wire, except for its

@@ -189,3 +189,12 @@ func TestParseNotice(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionHeader: the fixed-width header the script compares, as fmt would print it.
+func TestVersionHeader(t *testing.T) {
+	for _, v := range []hub.Version{{}, {Time: 1, Tie: 2}, {Time: 1700000000123, Tie: 4294967295}, {Time: 1<<63 - 1, Tie: 1}} {
+		if got, want := versionHeader(v), fmt.Sprintf("%020d%010d", uint64(v.Time), v.Tie); got != want {
+			t.Errorf("versionHeader(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

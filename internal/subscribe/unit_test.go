@@ -106,3 +106,35 @@ func TestConfig(t *testing.T) {
 		t.Errorf("escapeGlob = %q", got)
 	}
 }
+
+// TestWriterQueue: a raw event is taken once its delay is up, not before; one known stored
+// meanwhile is not taken at all (its queue entry is stale), nor is one older than a version
+// noticed stored.
+func TestWriterQueue(t *testing.T) {
+	spread := time.Hour
+	w := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, spread)
+	p1, p2 := payload(t, "one", 1000), payload(t, "two", 2000)
+	now := time.Now()
+	if !w.mark("c1", p1) || !w.mark("c2", p1) {
+		t.Fatal("mark refused")
+	}
+	if got, next := w.take(nil, now); len(got) != 0 || next.IsZero() || next.After(now.Add(spread+time.Minute)) {
+		t.Fatalf("take before any delay is up = %v, next %v", got, next)
+	}
+	w.stored("c2", p1.Version())
+	if !w.pending("c1") || w.pending("c2") {
+		t.Fatalf("pending c1 %v, c2 %v; want true, false", w.pending("c1"), w.pending("c2"))
+	}
+	got, next := w.take(nil, now.Add(2*spread))
+	if len(got) != 1 || got[0].Channel != "c1" || got[0].Payload.Version() != p1.Version() || !next.IsZero() {
+		t.Fatalf("take after the delay = %v, next %v; want c1 only, nothing left", got, next)
+	}
+	w.done(got, nil)
+	w.stored("c3", p2.Version())
+	if !w.mark("c3", p1) || w.pending("c3") {
+		t.Fatal("an event older than one noticed stored is pending")
+	}
+	if w.len() != 0 {
+		t.Fatalf("len = %d, want 0", w.len())
+	}
+}

@@ -1,6 +1,7 @@
 package subscribe
 
 import (
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"hash/fnv"
@@ -46,6 +47,7 @@ type writer struct {
 
 	mu      sync.Mutex
 	dirty   map[string]pendingWrite // guarded by mu: the newest unwritten payload per channel
+	queue   dueQueue                // guarded by mu: dirty's due times, earliest first, with stale entries (see take)
 	busy    map[string]bool         // guarded by mu: channels in the write under way
 	noticed map[string]hub.Version  // guarded by mu: the newest version known stored, per channel; forgotten every pruneInterval
 	wake    chan struct{}           // capacity 1: dirty became non-empty
@@ -97,15 +99,13 @@ func (w *writer) mark(channel string, p wire.Payload) bool {
 	case !ok && len(w.dirty) >= maxDirty:
 		w.mu.Unlock()
 		return false
-	case ok:
+	case ok && cur.due.Before(due):
 		// Keep the earlier due time: a channel whose events come faster than spread is
 		// still written within spread of its first unwritten one.
-		if cur.due.Before(due) {
-			due = cur.due
-		}
-		w.dirty[channel] = pendingWrite{p: p, due: due}
+		w.dirty[channel] = pendingWrite{p: p, due: cur.due}
 	default:
 		w.dirty[channel] = pendingWrite{p: p, due: due}
+		heap.Push(&w.queue, dueEntry{channel: channel, due: due})
 	}
 	w.mu.Unlock()
 	if empty || w.spread <= 0 {
@@ -152,25 +152,56 @@ func (w *writer) len() int {
 }
 
 // take moves up to writeBatch dirty channels due by now into the write under way, and
-// returns the earliest due time of those left (zero: none left).
+// returns the earliest due time of those left (zero: none left). It pops due times from the
+// queue, not scanning dirty (which holds up to rate x spread channels): an entry whose
+// channel was since stored, noticed or given an earlier due time is stale and skipped.
 func (w *writer) take(entries []store.Entry, now time.Time) ([]store.Entry, time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var next time.Time
-	for ch, pw := range w.dirty {
-		if w.busy[ch] || len(entries) == writeBatch || pw.due.After(now) {
-			// Its write is under way (the newer payload goes in the next one), the batch is
-			// full, or it is not due.
-			if next.IsZero() || pw.due.Before(next) {
-				next = pw.due
-			}
-			continue
+	for len(w.queue) > 0 && len(entries) < writeBatch {
+		top := w.queue[0]
+		if top.due.After(now) {
+			break
 		}
-		entries = append(entries, store.Entry{Channel: ch, Payload: pw.p})
-		delete(w.dirty, ch)
-		w.busy[ch] = true
+		heap.Pop(&w.queue)
+		pw, ok := w.dirty[top.channel]
+		if !ok || !pw.due.Equal(top.due) || w.busy[top.channel] {
+			continue // stale (busy cannot happen: take and done both run on the writer's loop)
+		}
+		entries = append(entries, store.Entry{Channel: top.channel, Payload: pw.p})
+		delete(w.dirty, top.channel)
+		w.busy[top.channel] = true
 	}
-	return entries, next
+	for len(w.queue) > 0 {
+		// Skip stale entries at the top, so the due time returned is a real one.
+		top := w.queue[0]
+		if pw, ok := w.dirty[top.channel]; ok && pw.due.Equal(top.due) {
+			return entries, top.due
+		}
+		heap.Pop(&w.queue)
+	}
+	return entries, time.Time{}
+}
+
+// dueEntry is a channel's due time in the writer's queue.
+type dueEntry struct {
+	channel string
+	due     time.Time
+}
+
+// dueQueue is a min-heap of due times (container/heap).
+type dueQueue []dueEntry
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueEntry)) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = dueEntry{}
+	*q = old[:len(old)-1]
+	return e
 }
 
 // done ends a write: the entries that failed are queued again unless a newer payload of
@@ -183,7 +214,9 @@ func (w *writer) done(entries []store.Entry, errs []error) {
 			continue
 		}
 		if cur, ok := w.dirty[e.Channel]; !ok || cur.p.Version().Less(e.Payload.Version()) {
-			w.dirty[e.Channel] = pendingWrite{p: e.Payload, due: time.Now()}
+			now := time.Now()
+			w.dirty[e.Channel] = pendingWrite{p: e.Payload, due: now}
+			heap.Push(&w.queue, dueEntry{channel: e.Channel, due: now})
 		}
 	}
 	w.mu.Unlock()
