@@ -138,3 +138,20 @@ func TestWriterQueue(t *testing.T) {
 		t.Fatalf("len = %d, want 0", w.len())
 	}
 }
+
+// TestDueQueueOrder: the queue pops due times earliest first, whatever the push order.
+func TestDueQueueOrder(t *testing.T) {
+	base := time.Unix(1000, 0)
+	var q dueQueue
+	for _, s := range []int{5, 1, 9, 3, 3, 0, 7, 2, 8, 6, 4} {
+		q.push(dueEntry{channel: fmt.Sprint(s), due: base.Add(time.Duration(s) * time.Second)})
+	}
+	var last time.Time
+	for n := 0; len(q) > 0; n++ {
+		if q[0].due.Before(last) {
+			t.Fatalf("pop %d: %v after %v", n, q[0].due, last)
+		}
+		last = q[0].due
+		q.pop()
+	}
+}

@@ -1,7 +1,6 @@
 package subscribe
 
 import (
-	"container/heap"
 	"context"
 	"encoding/binary"
 	"hash/fnv"
@@ -105,7 +104,7 @@ func (w *writer) mark(channel string, p wire.Payload) bool {
 		w.dirty[channel] = pendingWrite{p: p, due: cur.due}
 	default:
 		w.dirty[channel] = pendingWrite{p: p, due: due}
-		heap.Push(&w.queue, dueEntry{channel: channel, due: due})
+		w.queue.push(dueEntry{channel: channel, due: due})
 	}
 	w.mu.Unlock()
 	if empty || w.spread <= 0 {
@@ -163,7 +162,7 @@ func (w *writer) take(entries []store.Entry, now time.Time) ([]store.Entry, time
 		if top.due.After(now) {
 			break
 		}
-		heap.Pop(&w.queue)
+		w.queue.pop()
 		pw, ok := w.dirty[top.channel]
 		if !ok || !pw.due.Equal(top.due) || w.busy[top.channel] {
 			continue // stale (busy cannot happen: take and done both run on the writer's loop)
@@ -178,7 +177,7 @@ func (w *writer) take(entries []store.Entry, now time.Time) ([]store.Entry, time
 		if pw, ok := w.dirty[top.channel]; ok && pw.due.Equal(top.due) {
 			return entries, top.due
 		}
-		heap.Pop(&w.queue)
+		w.queue.pop()
 	}
 	return entries, time.Time{}
 }
@@ -189,19 +188,45 @@ type dueEntry struct {
 	due     time.Time
 }
 
-// dueQueue is a min-heap of due times (container/heap).
+// dueQueue is a min-heap of due times. Not container/heap: its Push boxes every entry in an
+// interface, an allocation per event marked.
 type dueQueue []dueEntry
 
-func (q dueQueue) Len() int           { return len(q) }
-func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
-func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueEntry)) }
-func (q *dueQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = dueEntry{}
-	*q = old[:len(old)-1]
-	return e
+func (q *dueQueue) push(e dueEntry) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h[i].due.Before(h[parent].due) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+// pop removes the earliest entry; the queue must not be empty.
+func (q *dueQueue) pop() {
+	h := *q
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = dueEntry{} // drop the channel name
+	h = h[:last]
+	for i := 0; ; {
+		small, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h[l].due.Before(h[small].due) {
+			small = l
+		}
+		if r < len(h) && h[r].due.Before(h[small].due) {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
+	*q = h
 }
 
 // done ends a write: the entries that failed are queued again unless a newer payload of
@@ -216,7 +241,7 @@ func (w *writer) done(entries []store.Entry, errs []error) {
 		if cur, ok := w.dirty[e.Channel]; !ok || cur.p.Version().Less(e.Payload.Version()) {
 			now := time.Now()
 			w.dirty[e.Channel] = pendingWrite{p: e.Payload, due: now}
-			heap.Push(&w.queue, dueEntry{channel: e.Channel, due: now})
+			w.queue.push(dueEntry{channel: e.Channel, due: now})
 		}
 	}
 	w.mu.Unlock()
