@@ -26,6 +26,9 @@
 // the spread. Measured (TestFleetWritesBackOncePerEvent, 3 instances): 1.00-1.10 script runs
 // per raw event fleet-wide instead of 3, none for events published stored instead of 3.
 // Sharded pub/sub has no notice channel: there every instance stores what it receives at once.
+// The writer keeps the waiting writes' due times in a min-heap (writer.go: dueQueue), so that
+// finding the due ones costs log n per event, not a scan of the rate x spread channels
+// waiting: scanning was 6% of the gateway's CPU at 15,000 small publishes per second.
 //
 // On every (re)subscription, once Redis confirms the PSUBSCRIBE on the new connection, the
 // instance resynchronises: for every channel the hub has subscribers for, it GETs the stored
