@@ -155,3 +155,29 @@ func TestDueQueueOrder(t *testing.T) {
 		q.pop()
 	}
 }
+
+// TestWriterDelay: the delay is below the spread, the same for the same instance, channel and
+// version, and differs between instances (so that they do not all write at once).
+func TestWriterDelay(t *testing.T) {
+	spread := 100 * time.Millisecond
+	a := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, spread)
+	b := newWriter(&Redis{cfg: Config{InstanceID: "b"}}, spread)
+	v := payload(t, "e", 1000).Version()
+	differ := 0
+	for i := range 50 {
+		ch := fmt.Sprint("c", i)
+		da, db := a.delay(ch, v), b.delay(ch, v)
+		if da < 0 || da >= spread || db < 0 || db >= spread || da != a.delay(ch, v) {
+			t.Fatalf("delay(%s) = %v, %v; want stable, in [0, %v)", ch, da, db, spread)
+		}
+		if da != db {
+			differ++
+		}
+	}
+	if differ < 45 {
+		t.Fatalf("instances a and b wait the same on %d of 50 channels", 50-differ)
+	}
+	if d := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, 0).delay("c", v); d != 0 {
+		t.Fatalf("delay without a spread = %v", d)
+	}
+}

@@ -2,8 +2,6 @@ package subscribe
 
 import (
 	"context"
-	"encoding/binary"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -70,15 +68,25 @@ func (w *writer) delay(channel string, v hub.Version) time.Duration {
 	if w.spread <= 0 {
 		return 0
 	}
-	h := fnv.New64a()
-	h.Write([]byte(w.seed))
-	h.Write([]byte{0})
-	h.Write([]byte(channel))
-	var b [12]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(v.Time))
-	binary.LittleEndian.PutUint32(b[8:], v.Tie)
-	h.Write(b[:])
-	return time.Duration(h.Sum64() % uint64(w.spread))
+	// FNV-1a 64 over seed, 0, channel, then the version's bytes; inline, as hash/fnv's
+	// interface would allocate once per event.
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	add := func(b byte) { h = (h ^ uint64(b)) * prime }
+	for i := 0; i < len(w.seed); i++ {
+		add(w.seed[i])
+	}
+	add(0)
+	for i := 0; i < len(channel); i++ {
+		add(channel[i])
+	}
+	for i := 0; i < 64; i += 8 {
+		add(byte(uint64(v.Time) >> i))
+	}
+	for i := 0; i < 32; i += 8 {
+		add(byte(v.Tie >> i))
+	}
+	return time.Duration(h % uint64(w.spread))
 }
 
 // mark queues p to be stored as channel's newest unless a newer payload is queued or known
