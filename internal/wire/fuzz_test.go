@@ -151,3 +151,33 @@ func FuzzParseEventID(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanMembers: whenever the fast path reads an object's members, it reads exactly what
+// encoding/json does (the reference).
+func FuzzScanMembers(f *testing.F) {
+	for _, s := range []string{
+		`{"etag":"\"abc\"","lastModified":1700000000000,"type":"refetchConfig"}`,
+		`{"etag":"e","lastModified":1,"extra":{"a":[1,2,{"etag":"x"}],"b":"}\"]"}}`,
+		`{ "etag" : "e" , "lastModified" : 1 , "etag" : "f" }`,
+		`{"etag":"e","lastModified":1.5e3,"type":null,"x":[],"y":{},"z":true}`,
+		`{"\u0065tag":"e","lastModified":1}`, `{"Etag":"e","LASTMODIFIED":1}`,
+		`{}`, `{"a":"\\"}`, `{"etag":"a\nb\"c\\","lastModified":-0}`,
+		`[]`, `null`, ``, `{`, `{"etag":}`, "{\"etag\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fast, ok := scanMembers(raw)
+		if !ok {
+			return
+		}
+		ref, err := mapMembers(raw)
+		if err != nil {
+			t.Fatalf("scanMembers read %q, which encoding/json refuses: %v", raw, err)
+		}
+		if fast.hasETag != ref.hasETag || fast.hasLastModified != ref.hasLastModified || fast.hasType != ref.hasType ||
+			string(fast.etag) != string(ref.etag) || string(fast.lastModified) != string(ref.lastModified) || string(fast.typ) != string(ref.typ) {
+			t.Fatalf("%q: scanMembers %+v, encoding/json %+v", raw, fast, ref)
+		}
+	})
+}
