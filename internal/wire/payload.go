@@ -5,7 +5,9 @@
 // Fast path: ParsePayload reads an object's members in place (scanMembers) after an
 // allocation-free validity check, and falls back to encoding/json (mapMembers, the reference
 // that FuzzScanMembers checks it against) for member names with escapes: 3.6 µs and 8
-// allocations per payload instead of 7.0 µs and 23 (BenchmarkParsePayload).
+// allocations per payload instead of 7.0 µs and 23 (BenchmarkParsePayload). Encode writes the
+// envelope by hand, byte for byte what encoding/json wrote (FuzzEncodeMatchesJSON): 0.87 µs and
+// 3 allocations per frame instead of 1.72 µs and 5 (BenchmarkEncode).
 package wire
 
 import (
