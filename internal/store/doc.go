@@ -9,8 +9,10 @@
 // LatestTTL), written only through one Lua script that sets it if the new version is newer
 // (versions order by lastModified, then by wire.ETagHash of the ETag; the same lastModified
 // with another ETag is a conflict, ErrConflict) and, for Publish, also PUBLISHes it on
-// <ChannelPrefix><channel>, atomically. Every instance runs the script for every event it
-// receives (package subscribe), so whoever sees an event first stores it, and replays or
+// <ChannelPrefix><channel>, atomically, marked as stored (wire.MarkStored) so that no
+// receiving instance stores it again. Receiving instances store raw PUBLISHes with the same
+// script (Save, package subscribe), the first one announcing it with a stored notice on
+// <ChannelPrefix>_stored (SaveNotify, ParseNotice) so that the others need not; replays or
 // racing publishers never move the stored version backwards. The script touches one key, so
 // it is Redis Cluster safe.
 //

@@ -17,8 +17,10 @@ const versionLen = 30
 
 // setIfNewer stores ARGV[1]..ARGV[2] at KEYS[1] with a TTL of ARGV[3] ms if the version
 // ARGV[1] is newer than the stored one (or nothing, or something unreadable, is stored),
-// then publishes ARGV[2] on ARGV[4] with the command ARGV[5] (PUBLISH, or SPUBLISH when
-// sharded: KEYS[1] is then in the shard channel's slot) unless ARGV[4] is empty. It returns 1 if it stored, 0 if the
+// then publishes ARGV[6] on ARGV[4] with the command ARGV[5] (PUBLISH, or SPUBLISH when
+// sharded: KEYS[1] is then in the shard channel's slot) unless ARGV[4] is empty: the event
+// marked as stored (wire.MarkStored) on its channel, or a stored notice (see Save). It
+// returns 1 if it stored, 0 if the
 // stored version is the same or newer, -1 if the stored one has the same lastModified and
 // another ETag hash (a conflict: see ErrConflict). One key per call, so it runs unchanged
 // on Redis Cluster.
@@ -43,14 +45,23 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
 if ARGV[4] ~= '' then
-  redis.call(ARGV[5], ARGV[4], ARGV[2])
+  redis.call(ARGV[5], ARGV[4], ARGV[6])
 end
 return 1
 `)
 
 // versionHeader formats v as the stored value's fixed-width prefix.
 func versionHeader(v hub.Version) string {
-	return fmt.Sprintf("%020d%010d", uint64(v.Time), v.Tie)
+	// Without fmt: the writer formats one per event stored.
+	var b [versionLen]byte
+	for i := range b {
+		b[i] = '0'
+	}
+	t := strconv.AppendUint(nil, uint64(v.Time), 10)
+	tie := strconv.AppendUint(nil, uint64(v.Tie), 10)
+	copy(b[20-len(t):20], t)
+	copy(b[versionLen-len(tie):], tie)
+	return string(b[:])
 }
 
 // decode reads a stored value back. The payload is checked as on the wire, except for its
@@ -100,21 +111,62 @@ func (r *Redis) latestKey(channel string) string {
 	return r.cfg.KeyPrefix + "latest:" + channel
 }
 
-// storeArgs are the script's arguments for storing p on channel, publishing it on the
-// channel's pub/sub channel if publish is set.
-func (r *Redis) storeArgs(channel string, p wire.Payload, publish bool) []any {
-	pub, cmd := "", "PUBLISH"
-	if publish {
-		pub = r.cfg.ChannelPrefix + channel
+// SaveMode says what Save announces of each event it stores.
+type SaveMode int
+
+const (
+	// SaveOnly stores, announcing nothing.
+	SaveOnly SaveMode = iota
+	// SavePublish stores and publishes the event on its channel, marked as stored
+	// (wire.MarkStored): a write-back of an event other instances may have missed.
+	SavePublish
+	// SaveNotify stores and publishes a stored notice (NoticeChannel, ParseNotice): a
+	// write-back of an event every instance received, which the others then need not write.
+	// Sharded (Config.Sharded) no instance subscribes to the notice channel, and it is the
+	// same as SaveOnly.
+	SaveNotify
+)
+
+// NoticeChannel is the pub/sub channel of stored notices (SaveNotify): reserved, like every
+// channel name starting with '_', so the gateway never forwards it to streams.
+func (r *Redis) NoticeChannel() string { return r.cfg.ChannelPrefix + "_stored" }
+
+// notice is the stored notice of channel's event of version v: the version header, then the
+// channel name.
+func notice(channel string, v hub.Version) string { return versionHeader(v) + channel }
+
+// ParseNotice reads a stored notice: the store holds channel's event of version v or a newer
+// one. ok is false for anything else.
+func ParseNotice(s string) (channel string, v hub.Version, ok bool) {
+	if len(s) <= versionLen {
+		return "", hub.Version{}, false
+	}
+	t, err1 := strconv.ParseUint(s[:20], 10, 64)
+	tie, err2 := strconv.ParseUint(s[20:versionLen], 10, 32)
+	if err1 != nil || err2 != nil || !wire.ValidChannel(s[versionLen:]) {
+		return "", hub.Version{}, false
+	}
+	return s[versionLen:], hub.Version{Time: int64(t), Tie: uint32(tie)}, true
+}
+
+// storeArgs are the script's arguments for storing p on channel, announcing it as mode says.
+func (r *Redis) storeArgs(channel string, p wire.Payload, mode SaveMode) []any {
+	pub, cmd, msg := "", "PUBLISH", ""
+	switch {
+	case mode == SavePublish:
+		pub, msg = r.cfg.ChannelPrefix+channel, string(wire.MarkStored(p.Raw))
+	case mode == SaveNotify && !r.cfg.Sharded:
+		pub, msg = r.NoticeChannel(), notice(channel, p.Version())
 	}
 	if r.cfg.Sharded {
 		cmd = "SPUBLISH"
 	}
-	return []any{versionHeader(p.Version()), p.Raw, strconv.FormatInt(r.cfg.LatestTTL.Milliseconds(), 10), pub, cmd}
+	return []any{versionHeader(p.Version()), p.Raw, strconv.FormatInt(r.cfg.LatestTTL.Milliseconds(), 10), pub, cmd, msg}
 }
 
 // Publish stores p as channel's latest event and PUBLISHes it to every instance, atomically,
-// if it is newer than the stored one. It reports false, and publishes nothing, when the
+// if it is newer than the stored one; the published payload carries the stored marker
+// (wire.MarkStored), so no instance writes it back. It reports false, and publishes nothing, when the
 // stored event is the same version or newer, and returns ErrConflict when the stored one has
 // the same lastModified and another ETag. p must come from wire.ParsePayload.
 func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bool, error) {
@@ -124,7 +176,7 @@ func (r *Redis) Publish(ctx context.Context, channel string, p wire.Payload) (bo
 	if len(p.Raw) == 0 {
 		return false, ErrPayload
 	}
-	n, err := setIfNewer.Run(ctx, r.client, []string{r.latestKey(channel)}, r.storeArgs(channel, p, true)...).Int()
+	n, err := setIfNewer.Run(ctx, r.client, []string{r.latestKey(channel)}, r.storeArgs(channel, p, SavePublish)...).Int()
 	if err != nil {
 		return false, fmt.Errorf("publish to redis: %w", err)
 	}
@@ -194,11 +246,11 @@ type Entry struct {
 }
 
 // Save runs the set-if-newer script for each entry in one pipeline (EVALSHA, then EVAL for
-// those that hit NOSCRIPT, e.g. after Redis restarted or a replica was promoted), publishing
-// each stored one too if publish is set. It reports how many were stored, and each entry's
+// those that hit NOSCRIPT, e.g. after Redis restarted or a replica was promoted), announcing
+// each stored one as mode says. It reports how many were stored, and each entry's
 // error (errs[i] for entries[i]; nil when every entry succeeded). On a cluster the pipeline
 // is split per node, so a failing node fails only its channels' entries.
-func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (stored int, errs []error) {
+func (r *Redis) Save(ctx context.Context, entries []Entry, mode SaveMode) (stored int, errs []error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
@@ -207,7 +259,7 @@ func (r *Redis) Save(ctx context.Context, entries []Entry, publish bool) (stored
 		cmds := make([]*redis.Cmd, len(idx))
 		for i, j := range idx {
 			e := entries[j]
-			keys, args := []string{r.latestKey(e.Channel)}, r.storeArgs(e.Channel, e.Payload, publish)
+			keys, args := []string{r.latestKey(e.Channel)}, r.storeArgs(e.Channel, e.Payload, mode)
 			if sha {
 				cmds[i] = setIfNewer.EvalSha(ctx, pipe, keys, args...)
 			} else {

@@ -174,3 +174,27 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("defaults = %+v", d)
 	}
 }
+
+// TestParseNotice: a stored notice names the channel and the version stored, and anything
+// else is not one.
+func TestParseNotice(t *testing.T) {
+	v := hub.Version{Time: 1700000000123, Tie: 4294967295}
+	ch, got, ok := ParseNotice(notice("env-1", v))
+	if !ok || ch != "env-1" || got != v {
+		t.Fatalf("ParseNotice(notice) = %q, %v, %v; want env-1, %v", ch, got, ok, v)
+	}
+	for _, bad := range []string{"", "123", versionHeader(v), versionHeader(v) + "_reserved", "x" + notice("c", v)[1:], versionHeader(v) + "a b"} {
+		if _, _, ok := ParseNotice(bad); ok {
+			t.Errorf("ParseNotice(%q) accepted", bad)
+		}
+	}
+}
+
+// TestVersionHeader: the fixed-width header the script compares, as fmt would print it.
+func TestVersionHeader(t *testing.T) {
+	for _, v := range []hub.Version{{}, {Time: 1, Tie: 2}, {Time: 1700000000123, Tie: 4294967295}, {Time: 1<<63 - 1, Tie: 1}} {
+		if got, want := versionHeader(v), fmt.Sprintf("%020d%010d", uint64(v.Time), v.Tie); got != want {
+			t.Errorf("versionHeader(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -179,8 +179,9 @@ func (c *pollStream) Offer(idx int, m *hub.Message) {
 		c.pending[idx] = m
 		return
 	}
-	if c.writeLocked(m.Chunk, time.Now().UnixNano()) {
-		c.p.srv.wrote(m, len(m.Chunk))
+	now := time.Now().UnixNano()
+	if c.writeLocked(m.Chunk, now) {
+		c.p.srv.wrote(m, len(m.Chunk), now)
 	}
 }
 
@@ -270,7 +271,7 @@ func (c *pollStream) flushPendingLocked(now int64) bool {
 		if !c.writeLocked(m.Chunk, now) {
 			return false
 		}
-		c.p.srv.wrote(m, len(m.Chunk))
+		c.p.srv.wrote(m, len(m.Chunk), now)
 		if c.out != nil {
 			return false
 		}

@@ -11,6 +11,9 @@ import (
 // DefaultProbeInterval is the default of Config.ProbeInterval.
 const DefaultProbeInterval = 2 * time.Second
 
+// DefaultWriteBackSpread is the default of Config.WriteBackSpread.
+const DefaultWriteBackSpread = 100 * time.Millisecond
+
 // Config tunes the Redis subscriber. Zero values mean the documented defaults. The pub/sub
 // channel prefix and the Redis keys are the store's (store.Config).
 type Config struct {
@@ -26,6 +29,12 @@ type Config struct {
 	// a later one is rejected as malformed (wire.ErrFuture). Zero checks nothing (flag
 	// --max-clock-skew).
 	MaxClockSkew time.Duration
+	// WriteBackSpread bounds how long an instance waits before storing an event that was
+	// published raw (not through the store): each instance waits a hashed delay below it, and
+	// the first to store it tells the others, which then do not (see writer). Longer means
+	// fewer duplicate writes in a large fleet, and a store that lags the subscription by up
+	// to that long. Default 100ms; negative: store at once, as every instance then does.
+	WriteBackSpread time.Duration
 }
 
 // withDefaults fills the zero fields. Invalid values are replaced by defaults too, so that
@@ -36,6 +45,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProbeInterval < 10*time.Millisecond {
 		c.ProbeInterval = DefaultProbeInterval
+	}
+	switch {
+	case c.WriteBackSpread == 0:
+		c.WriteBackSpread = DefaultWriteBackSpread
+	case c.WriteBackSpread < 0:
+		c.WriteBackSpread = 0
 	}
 	if c.InstanceID == "" {
 		var b [8]byte

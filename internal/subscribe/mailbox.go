@@ -32,6 +32,7 @@ type event struct {
 	channel  string
 	payload  wire.Payload
 	received time.Time
+	stored   bool // published by the store (wire.ParseReceived): no write-back needed
 }
 
 func newMailbox() *mailbox {

@@ -77,6 +77,7 @@ type Redis struct {
 	channelPrefix string    // the store's pub/sub prefix
 	pattern       string    // the PSUBSCRIBE argument: channelPrefix, glob-escaped, + "*"
 	probeChannel  string    // the Redis channel of this instance's probe
+	noticeChannel string    // the store's stored notices (store.SaveNotify)
 	epoch         time.Time // monotonic origin of lastHeard
 
 	mailbox  *mailbox  // read loop -> dispatchers; safe for concurrent use
@@ -143,6 +144,7 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 		channelPrefix: st.ChannelPrefix(),
 		pattern:       escapeGlob(st.ChannelPrefix()) + "*",
 		probeChannel:  st.ChannelPrefix() + "_probe." + cfg.InstanceID,
+		noticeChannel: st.NoticeChannel(),
 		epoch:         time.Now(),
 		mailbox:       newMailbox(),
 		lastSeen:      newLastSeen(),
@@ -162,7 +164,11 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 		}
 	}
 	r.seeder = newSeeder(r)
-	r.writer = newWriter(r)
+	spread := cfg.WriteBackSpread
+	if r.sharded != nil {
+		spread = 0 // no instance hears stored notices: each writes at once
+	}
+	r.writer = newWriter(r, spread)
 	return r
 }
 
@@ -381,9 +387,15 @@ func (r *Redis) handle(m *redis.Message) {
 		return
 	}
 	if strings.HasPrefix(name, "_") {
-		// Reserved: probes, ours or another instance's. Never forwarded to the hub.
-		if m.Channel == r.probeChannel {
+		// Reserved: probes (ours or another instance's) and stored notices. Never
+		// forwarded to the hub.
+		switch m.Channel {
+		case r.probeChannel:
 			r.probeArrived(m.Payload, now)
+		case r.noticeChannel:
+			if ch, v, ok := store.ParseNotice(m.Payload); ok {
+				r.writer.stored(ch, v)
+			}
 		}
 		return
 	}
@@ -394,7 +406,7 @@ func (r *Redis) handle(m *redis.Message) {
 			"channel", truncate(name, wire.MaxChannelLen))
 		return
 	}
-	p, err := wire.ParsePayload([]byte(m.Payload), r.cfg.MaxPayload)
+	p, stored, err := wire.ParseReceived([]byte(m.Payload), r.cfg.MaxPayload)
 	if err == nil {
 		err = p.CheckClock(now, r.cfg.MaxClockSkew)
 	}
@@ -403,7 +415,7 @@ func (r *Redis) handle(m *redis.Message) {
 		r.malformedLog.Log(slog.LevelWarn, "ignoring malformed event", "channel", name, "err", err)
 		return
 	}
-	r.mailbox.put(event{channel: name, payload: p, received: now})
+	r.mailbox.put(event{channel: name, payload: p, received: now, stored: stored})
 }
 
 func truncate(s string, n int) string {
@@ -483,7 +495,7 @@ func (r *Redis) probe(ctx context.Context) {
 }
 
 // dispatch moves events from the mailbox to the hub, and queues them to be stored as their
-// channels' newest (set-if-newer) by the writer. It returns when the mailbox is closed.
+// channels' newest (set-if-newer) by the writer, unless they came marked as stored. It returns when the mailbox is closed.
 //
 // An event is recorded in lastSeen before the hub gets it: a stream subscribing to its
 // channel at that moment either is in the hub in time to be offered it, or finds it in
@@ -507,7 +519,9 @@ func (r *Redis) dispatch(ctx context.Context) {
 			}
 			r.lastSeen.update(ev.channel, ev.payload)
 			r.hub.Publish(wire.NewMessage(ev.channel, ev.payload, ev.received))
-			if !r.writer.mark(ev.channel, ev.payload) {
+			if ev.stored {
+				r.writer.stored(ev.channel, v)
+			} else if !r.writer.mark(ev.channel, ev.payload) {
 				r.metrics.writeBackDropped.Inc()
 			}
 		}
@@ -585,7 +599,7 @@ func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, fi
 	written := 0
 	for start := 0; start < len(writeBack); start += resyncBatch {
 		part := writeBack[start:min(start+resyncBatch, len(writeBack))]
-		n, errs := r.store.Save(ctx, part, true)
+		n, errs := r.store.Save(ctx, part, store.SavePublish)
 		written += n
 		for i, err := range errs {
 			if err != nil {

@@ -106,3 +106,78 @@ func TestConfig(t *testing.T) {
 		t.Errorf("escapeGlob = %q", got)
 	}
 }
+
+// TestWriterQueue: a raw event is taken once its delay is up, not before; one known stored
+// meanwhile is not taken at all (its queue entry is stale), nor is one older than a version
+// noticed stored.
+func TestWriterQueue(t *testing.T) {
+	spread := time.Hour
+	w := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, spread)
+	p1, p2 := payload(t, "one", 1000), payload(t, "two", 2000)
+	now := time.Now()
+	if !w.mark("c1", p1) || !w.mark("c2", p1) {
+		t.Fatal("mark refused")
+	}
+	if got, next := w.take(nil, now); len(got) != 0 || next.IsZero() || next.After(now.Add(spread+time.Minute)) {
+		t.Fatalf("take before any delay is up = %v, next %v", got, next)
+	}
+	w.stored("c2", p1.Version())
+	if !w.pending("c1") || w.pending("c2") {
+		t.Fatalf("pending c1 %v, c2 %v; want true, false", w.pending("c1"), w.pending("c2"))
+	}
+	got, next := w.take(nil, now.Add(2*spread))
+	if len(got) != 1 || got[0].Channel != "c1" || got[0].Payload.Version() != p1.Version() || !next.IsZero() {
+		t.Fatalf("take after the delay = %v, next %v; want c1 only, nothing left", got, next)
+	}
+	w.done(got, nil)
+	w.stored("c3", p2.Version())
+	if !w.mark("c3", p1) || w.pending("c3") {
+		t.Fatal("an event older than one noticed stored is pending")
+	}
+	if w.len() != 0 {
+		t.Fatalf("len = %d, want 0", w.len())
+	}
+}
+
+// TestDueQueueOrder: the queue pops due times earliest first, whatever the push order.
+func TestDueQueueOrder(t *testing.T) {
+	base := time.Unix(1000, 0)
+	var q dueQueue
+	for _, s := range []int{5, 1, 9, 3, 3, 0, 7, 2, 8, 6, 4} {
+		q.push(dueEntry{channel: fmt.Sprint(s), due: base.Add(time.Duration(s) * time.Second)})
+	}
+	var last time.Time
+	for n := 0; len(q) > 0; n++ {
+		if q[0].due.Before(last) {
+			t.Fatalf("pop %d: %v after %v", n, q[0].due, last)
+		}
+		last = q[0].due
+		q.pop()
+	}
+}
+
+// TestWriterDelay: the delay is below the spread, the same for the same instance, channel and
+// version, and differs between instances (so that they do not all write at once).
+func TestWriterDelay(t *testing.T) {
+	spread := 100 * time.Millisecond
+	a := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, spread)
+	b := newWriter(&Redis{cfg: Config{InstanceID: "b"}}, spread)
+	v := payload(t, "e", 1000).Version()
+	differ := 0
+	for i := range 50 {
+		ch := fmt.Sprint("c", i)
+		da, db := a.delay(ch, v), b.delay(ch, v)
+		if da < 0 || da >= spread || db < 0 || db >= spread || da != a.delay(ch, v) {
+			t.Fatalf("delay(%s) = %v, %v; want stable, in [0, %v)", ch, da, db, spread)
+		}
+		if da != db {
+			differ++
+		}
+	}
+	if differ < 45 {
+		t.Fatalf("instances a and b wait the same on %d of 50 channels", 50-differ)
+	}
+	if d := newWriter(&Redis{cfg: Config{InstanceID: "a"}}, 0).delay("c", v); d != 0 {
+		t.Fatalf("delay without a spread = %v", d)
+	}
+}

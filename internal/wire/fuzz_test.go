@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -148,6 +149,78 @@ func FuzzParseEventID(f *testing.F) {
 		// An id without leading zeros (what EventID writes) re-encodes to itself.
 		if dash := strings.IndexByte(s, '-'); (s[0] != '0' || dash == 1) && id != s {
 			t.Fatalf("id %q re-encodes as %q", s, id)
+		}
+	})
+}
+
+// FuzzScanMembers: whenever the fast path reads an object's members, it reads exactly what
+// encoding/json does (the reference).
+func FuzzScanMembers(f *testing.F) {
+	for _, s := range []string{
+		`{"etag":"\"abc\"","lastModified":1700000000000,"type":"refetchConfig"}`,
+		`{"etag":"e","lastModified":1,"extra":{"a":[1,2,{"etag":"x"}],"b":"}\"]"}}`,
+		`{ "etag" : "e" , "lastModified" : 1 , "etag" : "f" }`,
+		`{"etag":"e","lastModified":1.5e3,"type":null,"x":[],"y":{},"z":true}`,
+		`{"\u0065tag":"e","lastModified":1}`, `{"Etag":"e","LASTMODIFIED":1}`,
+		`{}`, `{"a":"\\"}`, `{"etag":"a\nb\"c\\","lastModified":-0}`,
+		`[]`, `null`, ``, `{`, `{"etag":}`, "{\"etag\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fast, ok := scanMembers(raw)
+		if !ok {
+			return
+		}
+		ref, err := mapMembers(raw)
+		if err != nil {
+			t.Fatalf("scanMembers read %q, which encoding/json refuses: %v", raw, err)
+		}
+		if fast.hasETag != ref.hasETag || fast.hasLastModified != ref.hasLastModified || fast.hasType != ref.hasType ||
+			string(fast.etag) != string(ref.etag) || string(fast.lastModified) != string(ref.lastModified) || string(fast.typ) != string(ref.typ) {
+			t.Fatalf("%q: scanMembers %+v, encoding/json %+v", raw, fast, ref)
+		}
+	})
+}
+
+// envelope is the frame's data line as encoding/json sees it, for encodeReference.
+type envelope struct {
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+	Channel   string `json:"channel"`
+	Data      string `json:"data"`
+	Name      string `json:"name"`
+}
+
+// encodeReference is Encode as it was written with encoding/json: the reference the
+// hand-written one must match byte for byte.
+func encodeReference(channel string, p Payload, received time.Time) []byte {
+	id := p.ID()
+	env := envelope{ID: id, Timestamp: received.UnixMilli(), Channel: channel, Data: string(p.Raw), Name: "change"}
+	var buf bytes.Buffer
+	buf.WriteString("id: ")
+	buf.WriteString(id)
+	buf.WriteString("\nevent: message\ndata: ")
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(env)
+	buf.WriteByte('\n')
+	return buf.Bytes()
+}
+
+// FuzzEncodeMatchesJSON: Encode writes exactly the bytes encoding/json would, for any
+// channel, ETag, payload bytes (invalid UTF-8, control characters, U+2028/9, HTML
+// characters) and time.
+func FuzzEncodeMatchesJSON(f *testing.F) {
+	f.Add("dvc_server_abc", `"abc"`, int64(1700000000000), []byte(`{"etag":"\"abc\"","lastModified":1700000000000}`), int64(1700000000123))
+	f.Add("a\nb<>&", "e\r\n", int64(0), []byte("{\"x\":\"\n\r\u2028\u2029\b\f\t\x00\x1f\x7f<>&\"}"), int64(0))
+	f.Add("\xff\xfe", "\x00", int64(1<<62), []byte("\xc3\x28\xe2\x80\xa8\xed\xa0\x80"), int64(-1))
+	f.Add("", "", int64(-5), []byte(``), int64(1))
+	f.Fuzz(func(t *testing.T, channel, etag string, lm int64, raw []byte, recvMs int64) {
+		p := Payload{ETag: etag, LastModified: lm, Raw: raw}
+		got, want := Encode(channel, p, time.UnixMilli(recvMs)), encodeReference(channel, p, time.UnixMilli(recvMs))
+		if string(got) != string(want) {
+			t.Fatalf("Encode = %q\nencoding/json = %q", got, want)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePayload(t *testing.T) {
@@ -136,5 +137,50 @@ func TestParsePayloadFieldNamesAreCaseSensitive(t *testing.T) {
 	// Extra fields are kept verbatim, whatever their case, and never validated.
 	if _, err := ParsePayload([]byte(`{"etag":"a","lastModified":1,"LASTMODIFIED":"x"}`), 0); err != nil {
 		t.Errorf("extra member LASTMODIFIED made a valid payload invalid: %v", err)
+	}
+}
+
+// TestParseReceivedStoredMarker: a payload the store marked as stored parses to the same
+// Payload (the same bytes for SDKs) as the unmarked one, and says it is stored; the marker
+// counts only as the exact first member.
+func TestParseReceivedStoredMarker(t *testing.T) {
+	const in = `{"etag":"\"abc\"","lastModified":1700000000000,"type":"refetchConfig"}`
+	plain, err := ParsePayload([]byte(in), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := MarkStored(plain.Raw)
+	if !strings.HasPrefix(string(marked), `{"_sseGatewayStored":1,"etag"`) {
+		t.Fatalf("MarkStored = %s", marked)
+	}
+	cases := []struct {
+		name   string
+		in     string
+		max    int
+		stored bool
+		err    error
+	}{
+		{"marked", string(marked), 0, true, nil},
+		{"marked, max applies to the unmarked payload", string(marked), len(plain.Raw), true, nil},
+		{"marked, one byte over max", string(marked), len(plain.Raw) - 1, false, ErrTooLarge},
+		{"plain", in, 0, false, nil},
+		{"marker not first", `{"etag":"\"abc\"","_sseGatewayStored":1,"lastModified":1700000000000,"type":"refetchConfig"}`, 0, false, nil},
+		{"marker alone", `{"_sseGatewayStored":1}`, 0, false, ErrETag},
+		{"marked, broken rest", `{"_sseGatewayStored":1,"etag":`, 0, false, ErrNotObject},
+	}
+	for _, c := range cases {
+		p, stored, err := ParseReceived([]byte(c.in), c.max)
+		if !errors.Is(err, c.err) || stored != c.stored {
+			t.Fatalf("%s: ParseReceived = stored %v, err %v; want %v, %v", c.name, stored, err, c.stored, c.err)
+		}
+		if err != nil || c.name == "marker not first" {
+			continue
+		}
+		if string(p.Raw) != string(plain.Raw) || p.ETag != plain.ETag || p.LastModified != plain.LastModified {
+			t.Fatalf("%s: Raw %s, want the unmarked %s", c.name, p.Raw, plain.Raw)
+		}
+		if string(NewMessage("ch", p, time.Time{}).Frame) != string(NewMessage("ch", plain, time.Time{}).Frame) {
+			t.Fatalf("%s: the SDK-facing frame differs from the unmarked payload's", c.name)
+		}
 	}
 }

@@ -108,7 +108,7 @@ func generate(in, out, svgPath string) error {
 	machine, _ := os.ReadFile(filepath.Join(in, "machine.txt"))
 	commands, _ := os.ReadFile(filepath.Join(in, "commands.txt"))
 	floorOut, _ := os.ReadFile(filepath.Join(in, "floor.txt"))
-	section := render(rs, string(machine), string(commands), filepath.ToSlash(rel))
+	section := render(rs, parseFloor(string(floorOut))[1000], string(machine), string(commands), filepath.ToSlash(rel))
 	section += renderFloor(rs, string(floorOut))
 
 	old, err := os.ReadFile(out)

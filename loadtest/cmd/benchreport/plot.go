@@ -134,8 +134,8 @@ func memPanel(b *strings.Builder, rs runs, x0, y0, pw, ph float64) {
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>`+"\n", x+40, yOf(c.median)-5, c.median)
 	}
 	// The issue's target line, over the bars.
-	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="green" stroke-dasharray="5,4"/>`+"\n", x0, yOf(4), x0+pw, yOf(4))
-	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="green">target 4 KiB</text>`+"\n", x0+4, yOf(4)-4)
+	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="green" stroke-dasharray="5,4"/>`+"\n", x0, yOf(3), x0+pw, yOf(3))
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="green">target 3 KiB</text>`+"\n", x0+4, yOf(3)-4)
 }
 
 func frame(b *strings.Builder, x0, y0, pw, ph float64) {

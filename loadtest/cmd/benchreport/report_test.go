@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -54,10 +55,31 @@ func TestGenerate(t *testing.T) {
 	writeRun(t, dir, "gateway-channels-1.json", summary(3, 5, 6, 9000, 100, 100))
 	writeRun(t, dir, "gateway-slow-1.json", summary(3, 5.5, 6, 9000, 100, 100))
 	writeRun(t, dir, "baseline-slow-1.json", summary(28, 0, 0, 5000, 0, 100))
+	// Small fan-outs: the gateway sustains 4000 and 15000/s, the baseline only 4000/s.
+	for _, sf := range []struct {
+		name      string
+		p99, cpu  float64
+		delivered uint64
+	}{
+		{"gateway-smallfan4000-1.json", 2, 20, 100},
+		{"baseline-smallfan4000-1.json", 3, 40, 100},
+		{"gateway-smallfan15000-1.json", 4, 20, 100},
+		{"baseline-smallfan15000-1.json", 60, 40, 100},
+		{"gateway-smallfan30000-1.json", 70, 20, 100},
+		{"baseline-smallfan30000-1.json", 80, 40, 90},
+	} {
+		s := summary(3, sf.p99, sf.p99, 9000, sf.delivered, 100)
+		s.Server.CPUPerPublishUs = sf.cpu
+		rate := strings.TrimSuffix(strings.TrimPrefix(sf.name[strings.Index(sf.name, "smallfan"):], "smallfan"), "-1.json")
+		s.Publish.TargetRatePerS, _ = strconv.ParseFloat(rate, 64)
+		s.Publish.RatePerS = s.Publish.TargetRatePerS
+		writeRun(t, dir, sf.name, s)
+	}
 	writeRun(t, dir, "gateway-storm-1.json", summary(3, 0, 0, 9000, 0, 0))
 	writeRun(t, dir, "baseline-storm-1.json", summary(28, 0, 0, 5000, 0, 0))
 	os.WriteFile(filepath.Join(dir, "machine.txt"), []byte("cpu: test"), 0o644)
 	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("loadgen --conns 15000"), 0o644)
+	os.WriteFile(filepath.Join(dir, "floor.txt"), []byte("BenchmarkLoopbackWrite/conns=1000-2 \t 200000\t 30057 ns/op\t 1600 cpu-ns/write\n"), 0o644)
 
 	md := filepath.Join(dir, "PERFORMANCE.md")
 	hand := "# Performance\n\nHand-written intro.\n"
@@ -77,8 +99,14 @@ func TestGenerate(t *testing.T) {
 	doc := string(b)
 	for _, want := range []string{
 		"Hand-written intro.", "## Analysis\n\nKept.",
-		"| Idle RSS per connection (KiB) | ≤ 4 KiB | 3.20 <sub>(3.00–3.50, n=3)</sub> | 28.00",
+		"| Idle RSS per connection (KiB) | ≤ 3 KiB | 3.20 <sub>(3.00–3.50, n=3)</sub> | 28.00",
 		"✅ met", "0.16×", // last delivery 50/320
+		"| 1 ch × N: CPU per delivery (µs) | ≤ 1.3 × floor | 2.00 <sub>(2.00–2.00, n=3)</sub> | 2.00 <sub>(2.00–2.00, n=3)</sub> | 1.00× | ✅ met (1.25× the 1.60 µs floor) |",
+		"| Small fan-outs at 4000/s: CPU per publish (µs) | ≤ 0.8 × baseline | 20.0 | 40.0 | 0.50× | ✅ met |",
+		"| Small fan-outs at 15000/s: delivery latency p99 (ms) | ≤ baseline |",
+		"| Small fan-outs at 30000/s: delivered (%) | 100 | 100.00 | 90.00 |  | ✅ met |",
+		"| Small fan-outs: highest sustained rate (publishes/s; every event delivered, p99 < 50 ms) | ≥ 1.5 × baseline | 15000 | 4000 | 3.75× | ✅ met |",
+		"| gateway | smallfan30000 | 1 |",
 		"stalled: 0.0% delivered",
 		"cpu: test", "loadgen --conns 15000", "perf.svg",
 	} {
@@ -99,7 +127,7 @@ func TestGenerate(t *testing.T) {
 			break
 		}
 	}
-	if !strings.Contains(string(raw), "polyline") || !strings.Contains(string(raw), "target 4 KiB") {
+	if !strings.Contains(string(raw), "polyline") || !strings.Contains(string(raw), "target 3 KiB") {
 		t.Errorf("SVG lacks curves or the memory target")
 	}
 }

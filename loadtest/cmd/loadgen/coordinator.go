@@ -57,7 +57,7 @@ func runCoordinator(o *options) (bool, error) {
 		Config: result.Config{
 			Conns: o.conns, Channels: o.channels, ChannelPrefix: o.channelPrefix, Workers: o.workers,
 			SourceIPs: o.sourceIPs, ConnectConcurrency: o.connectConcurrency, ConnectRate: o.connectRate,
-			PublishesPerChan: o.publishes, RoundSpreadMs: o.roundSpread.Milliseconds(), FillPublishes: o.fillPublishes, FillChannels: o.fillChannels,
+			PublishesPerChan: o.publishes, PublishRate: o.publishRate, PublishDurationS: o.publishDuration.Seconds(), RoundSpreadMs: o.roundSpread.Milliseconds(), FillPublishes: o.fillPublishes, FillChannels: o.fillChannels,
 			PadBytes: o.pad, SlowFraction: o.slowFraction, SlowRcvBuf: o.slowRcvBuf, Strict: o.strict,
 		},
 		Problems: []string{},
@@ -148,7 +148,7 @@ func (c *coordinator) run(addr, hostHeader string) error {
 	c.fetchProfile("heap-after-connect", "/debug/pprof/heap", 30*time.Second)
 	c.fetchProfile("goroutine-after-connect", "/debug/pprof/goroutine?debug=1", 30*time.Second)
 
-	if o.publishes > 0 || o.fillPublishes > 0 {
+	if o.publishes > 0 || o.publishRate > 0 || o.fillPublishes > 0 {
 		if err := c.publishPhase(srv); err != nil {
 			return err
 		}
@@ -201,7 +201,7 @@ func (c *coordinator) startWorkers(addr, hostHeader string) error {
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	maxSeq := int64(o.publishes+o.fillPublishes) * int64(o.channels)
+	maxSeq := int64(o.publishes+o.fillPublishes)*int64(o.channels) + int64(math.Round(o.publishRate*o.publishDuration.Seconds()))
 	perMille := int(math.Round(o.slowFraction * 1000))
 	deadline := time.Now().Add(o.timeout + 10*time.Second) // workers outlive the coordinator's deadline a little, then quit
 	for w := 0; w < o.workers; w++ {

@@ -38,6 +38,8 @@ type options struct {
 	redisPrefix         string
 	publishes           int
 	publishGap          time.Duration
+	publishRate         float64
+	publishDuration     time.Duration
 	roundSpread         time.Duration
 	roundTimeout        time.Duration
 	fillPublishes       int
@@ -107,6 +109,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis to PUBLISH to (127.0.0.0/8 only)")
 	fs.StringVar(&o.redisPrefix, "redis-channel-prefix", "sse:", "PUBLISH <prefix><channel>")
 	fs.IntVar(&o.publishes, "publishes", 20, "measured publishes per channel (rounds); 0 = connect only")
+	fs.Float64Var(&o.publishRate, "publish-rate", 0, "rate mode: publishes per second over all channels for --publish-duration, publish k to channel k % channels (replaces --publishes rounds); 0 = rounds")
+	fs.DurationVar(&o.publishDuration, "publish-duration", 5*time.Second, "rate mode: how long to publish at --publish-rate")
 	fs.DurationVar(&o.publishGap, "publish-gap", 100*time.Millisecond, "pause after a round is delivered (or timed out)")
 	fs.DurationVar(&o.roundSpread, "round-spread", 0, "spread a round's publishes (one per channel) evenly over this time; 0 = all at once in one pipeline")
 	fs.DurationVar(&o.roundTimeout, "round-timeout", 5*time.Second, "longest wait for one round to reach every reader")
@@ -153,6 +157,10 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--fill-channels must be in 1..channels")
 	case o.pad < 0 || o.pad > 60000:
 		return nil, errors.New("--fill-pad must be in 0..60000")
+	case o.publishRate < 0 || o.publishRate > 200000:
+		return nil, errors.New("--publish-rate must be in 0..200000")
+	case o.publishRate > 0 && (o.publishDuration <= 0 || o.publishRate*o.publishDuration.Seconds() > 2_000_000):
+		return nil, errors.New("--publish-duration must be > 0 and publish at most 2,000,000 events at --publish-rate")
 	case o.roundSpread < 0 || o.roundSpread > time.Minute:
 		return nil, errors.New("--round-spread must be in [0, 1m]")
 	case o.timeout <= 0 || o.timeout > 2*time.Hour:
@@ -171,7 +179,7 @@ func parseFlags(args []string) (*options, error) {
 	if _, _, err := loopbackHostPort(o.url, "80"); err != nil {
 		return nil, fmt.Errorf("--url: %w", err)
 	}
-	if o.publishes > 0 || o.fillPublishes > 0 {
+	if o.publishes > 0 || o.publishRate > 0 || o.fillPublishes > 0 {
 		if _, _, err := loopbackHostPort(o.redisURL, "6379"); err != nil {
 			return nil, fmt.Errorf("--redis-url: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,7 +134,7 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 		c.logf("fill settled: %d frames received by readers", last)
 		c.phase("fill done")
 	}
-	if o.publishes == 0 {
+	if o.publishes == 0 && o.publishRate == 0 {
 		return nil
 	}
 
@@ -150,31 +151,66 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 		time.Duration(o.pprofSeconds+30)*time.Second)
 	defer waitProfile()
 
-	all := make([]int, o.channels)
-	for ch := range all {
-		all[ch] = ch
-	}
 	var cpu0 time.Duration
 	if srv != nil {
 		cpu0, _ = procstat.ReadCPU(o.serverPID)
 	}
 	phaseStart := time.Now()
 	var delivered uint64
+	if o.publishRate > 0 {
+		delivered, err = c.ratePhase(pub, p)
+	} else {
+		delivered, err = c.roundsPhase(pub, p)
+	}
+	if err != nil {
+		return err
+	}
+	p.ElapsedS = time.Since(phaseStart).Seconds()
+	c.phase("published")
+	if srv != nil {
+		cpu1, _ := procstat.ReadCPU(o.serverPID)
+		srv.CPUPublishS = (cpu1 - cpu0).Seconds()
+		if delivered > 0 {
+			srv.CPUPerDeliveryUs = srv.CPUPublishS * 1e6 / float64(delivered)
+		}
+		if p.Publishes > 0 {
+			srv.CPUPerPublishUs = srv.CPUPublishS * 1e6 / float64(p.Publishes)
+		}
+		if m, err := procstat.ReadMem(o.serverPID); err == nil {
+			srv.RSSAfterPublish = m.RSS
+		}
+		c.logf("server CPU %.3fs over %d deliveries (%d publishes): %.2f µs per delivery, %.2f µs per publish",
+			srv.CPUPublishS, delivered, p.Publishes, srv.CPUPerDeliveryUs, srv.CPUPerPublishUs)
+	}
+	return nil
+}
+
+// roundsPhase publishes --publishes rounds of one event per channel, each
+// round waiting until every reader has it (or --round-timeout), so the next
+// round starts on a quiet server. It returns the measured deliveries.
+func (c *coordinator) roundsPhase(pub *publisher, p *result.Publish) (uint64, error) {
+	o := c.o
+	all := make([]int, o.channels)
+	for ch := range all {
+		all[ch] = ch
+	}
+	var delivered uint64
+	var err error
 	stalled := 0
 	for r := 0; r < o.publishes; r++ {
 		if r > 0 {
 			if err := sleepCtx(c.ctx, o.publishGap); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		if err := c.publishRound(pub, p, all); err != nil {
-			return err
+			return 0, err
 		}
 		deadline := time.Now().Add(o.roundTimeout)
 		for {
 			delivered, _, err = c.progress()
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if delivered >= p.Expected {
 				break
@@ -184,28 +220,88 @@ func (c *coordinator) publishPhase(srv *result.Server) error {
 				break
 			}
 			if err := sleepCtx(c.ctx, 5*time.Millisecond); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
-	p.ElapsedS = time.Since(phaseStart).Seconds()
-	c.phase("published")
 	if stalled > 0 {
 		c.problem("%d of %d rounds not fully delivered within --round-timeout %v", stalled, o.publishes, o.roundTimeout)
 	}
-	if srv != nil {
-		cpu1, _ := procstat.ReadCPU(o.serverPID)
-		srv.CPUPublishS = (cpu1 - cpu0).Seconds()
-		if delivered > 0 {
-			srv.CPUPerDeliveryUs = srv.CPUPublishS * 1e6 / float64(delivered)
-		}
-		if m, err := procstat.ReadMem(o.serverPID); err == nil {
-			srv.RSSAfterPublish = m.RSS
-		}
-		c.logf("server CPU %.3fs over %d deliveries: %.2f µs per delivery", srv.CPUPublishS, delivered, srv.CPUPerDeliveryUs)
-	}
-	return nil
+	return delivered, nil
 }
+
+// ratePhase publishes at --publish-rate per second for --publish-duration,
+// channel after channel (publish k goes to channel k % channels, so each
+// channel gets rate/channels per second and each publish fans out on its
+// own, as a bulk change touching many environments does), then waits up to
+// --round-timeout for the last ones to arrive. Publishes due in the same
+// millisecond go in one pipeline; each carries its own send time. It returns
+// the measured deliveries.
+func (c *coordinator) ratePhase(pub *publisher, p *result.Publish) (uint64, error) {
+	o := c.o
+	total := int(math.Round(o.publishRate * o.publishDuration.Seconds()))
+	p.TargetRatePerS = o.publishRate
+	c.logf("publishing %d events at %.0f/s over %d channel(s)", total, o.publishRate, o.channels)
+	start := time.Now()
+	next := 0
+	var batch []int
+	for next < total {
+		due := min(total, int(o.publishRate*time.Since(start).Seconds())+1)
+		if due-next > maxRateBatch {
+			due = next + maxRateBatch
+		}
+		batch = batch[:0]
+		for ; next < due; next++ {
+			batch = append(batch, next%o.channels)
+		}
+		if len(batch) > 0 {
+			seqs, none, err := pub.publish(c.ctx, batch, false)
+			if err != nil {
+				return 0, err
+			}
+			p.Publishes += len(seqs)
+			p.NoReceivers += none
+			for _, s := range seqs {
+				c.measured = append(c.measured, s)
+				p.Expected += uint64(c.readers[s.channel])
+			}
+		}
+		if next < total {
+			// Sleep until the next publish is due (at least a scheduler tick).
+			wait := time.Until(start.Add(time.Duration(float64(next) / o.publishRate * float64(time.Second))))
+			if err := sleepCtx(c.ctx, max(wait, 200*time.Microsecond)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if el := time.Since(start).Seconds(); el > 0 {
+		p.RatePerS = math.Round(float64(p.Publishes) / el)
+	}
+	if p.RatePerS < 0.95*o.publishRate {
+		c.problem("published at %.0f/s, below the asked %.0f/s (the generator or Redis could not keep up)", p.RatePerS, o.publishRate)
+	}
+	deadline := time.Now().Add(o.roundTimeout)
+	for {
+		delivered, _, err := c.progress()
+		if err != nil {
+			return 0, err
+		}
+		if delivered >= p.Expected {
+			return delivered, nil
+		}
+		if time.Now().After(deadline) {
+			c.problem("%d of %d events not delivered within --round-timeout %v after the last publish", p.Expected-delivered, p.Expected, o.roundTimeout)
+			return delivered, nil
+		}
+		if err := sleepCtx(c.ctx, 5*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// maxRateBatch bounds one pipeline of a rate phase: a generator that fell
+// behind catches up in bounded steps rather than one huge burst.
+const maxRateBatch = 500
 
 // publishRound publishes one event per channel: in one pipeline, or spread
 // evenly over --round-spread so each publish fans out on its own.

@@ -62,6 +62,26 @@ func TestSmokeAgainstBaseline(t *testing.T) {
 		}
 	})
 
+	t.Run("publish rate", func(t *testing.T) {
+		s := runLoadgen(ctx, t, loadgen, "--url", url, "--redis-url", redisURL, "--server-pid", strconv.Itoa(pid),
+			"--conns", "40", "--channels", "20", "--publish-rate", "400", "--publish-duration", "500ms", "--workers", "2",
+			"--strict", "--settle", "0s", "--round-timeout", "20s", "--timeout", "60s", "--channel-prefix", "rate_")
+		if !s.OK {
+			t.Fatalf("run not OK: %v", s.Problems)
+		}
+		// 200 publishes, channel after channel: 10 per channel, 2 readers each.
+		p := s.Publish
+		if p == nil || p.Publishes != 200 || p.Expected != 400 || p.Delivered != 400 || p.Incomplete != 0 || len(p.LastDeliveryMs) != 200 {
+			t.Fatalf("publish = %+v", p)
+		}
+		if p.TargetRatePerS != 400 || p.RatePerS <= 0 || s.Config.PublishRate != 400 {
+			t.Fatalf("rate not reported: target %v achieved %v config %v", p.TargetRatePerS, p.RatePerS, s.Config.PublishRate)
+		}
+		if s.Server == nil || s.Server.CPUPublishS > 0 && s.Server.CPUPerPublishUs <= 0 {
+			t.Fatalf("server = %+v", s.Server)
+		}
+	})
+
 	t.Run("slow consumers", func(t *testing.T) {
 		s := runLoadgen(ctx, t, loadgen, "--url", url, "--redis-url", redisURL,
 			"--conns", "100", "--channels", "2", "--publishes", "2", "--slow-fraction", "0.1",

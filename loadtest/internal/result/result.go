@@ -33,6 +33,8 @@ type Config struct {
 	ConnectConcurrency int     `json:"connect_concurrency"`
 	ConnectRate        float64 `json:"connect_rate"`
 	PublishesPerChan   int     `json:"publishes_per_channel"`
+	PublishRate        float64 `json:"publish_rate,omitempty"`       // rate mode: asked publishes per second (0: rounds)
+	PublishDurationS   float64 `json:"publish_duration_s,omitempty"` // rate mode: how long
 	RoundSpreadMs      int64   `json:"round_spread_ms"`
 	FillPublishes      int     `json:"fill_publishes"`
 	FillChannels       int     `json:"fill_channels"`
@@ -69,6 +71,7 @@ type Server struct {
 	CPUPerConnectUs  float64 `json:"cpu_per_connect_us"`
 	CPUPublishS      float64 `json:"cpu_publish_s,omitempty"`
 	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
+	CPUPerPublishUs  float64 `json:"cpu_per_publish_us,omitempty"` // publish phase CPU / measured publishes
 }
 
 // Publish is the measured publish phase.
@@ -94,6 +97,8 @@ type Publish struct {
 	LastDelivery      stats.Quantiles `json:"last_delivery"` // per publish: the slowest delivery (complete publishes)
 	LastDeliveryMs    []float64       `json:"last_delivery_ms"`
 	ElapsedS          float64         `json:"elapsed_s"`
+	TargetRatePerS    float64         `json:"target_rate_per_s,omitempty"` // rate mode: --publish-rate
+	RatePerS          float64         `json:"rate_per_s,omitempty"`        // rate mode: publishes / publishing time
 }
 
 // Generator is the load generator's own cost, to judge its influence.
