@@ -23,7 +23,10 @@
 // reserved channel <ChannelPrefix>_stored, and the others drop their pending write. Until it
 // is stored or noticed, the event stays pending on every instance that received it (and
 // lastSeen keeps it for new streams), so it is stored unless every one of them dies within
-// the spread. Measured (TestFleetWritesBackOncePerEvent, 3 instances): 1.00-1.10 script runs
+// the spread. An instance that missed a raw event (its subscription was down) and resynced
+// before anyone stored it hears the stored notice on its new subscription and reads the
+// channel from the store then (Redis.catchUp, TestNoticeCatchesUpAMissedEvent), so the delay
+// opens no window for it. Measured (TestFleetWritesBackOncePerEvent, 3 instances): 1.00-1.10 script runs
 // per raw event fleet-wide instead of 3, none for events published stored instead of 3.
 // Sharded pub/sub has no notice channel: there every instance stores what it receives at once.
 // The writer keeps the waiting writes' due times in a min-heap (writer.go: dueQueue), so that

@@ -168,3 +168,42 @@ func TestFleetStoresWhenOthersAreGone(t *testing.T) {
 		return err == nil && found && got.Version() == p.Version()
 	})
 }
+
+// TestNoticeCatchesUpAMissedEvent: an instance that did not receive a raw event (its
+// subscription was down when it was published) and resynced before another instance wrote
+// it back (each waits up to WriteBackSpread) learns of it from the writer's stored notice and
+// reads it from the store. The event is stored here without reaching this instance's
+// subscription, as the writer does it (Save with SaveNotify); before the notice was acted on,
+// the instance's streams never got it.
+func TestNoticeCatchesUpAMissedEvent(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	fleet := startFleet(t, srv, 1, testConfig())
+	m := fleet[0]
+	m.hub.mu.Lock()
+	m.hub.channels = []string{"c", "other"}
+	m.hub.mu.Unlock()
+
+	direct := newClient(t, srv.Addr())
+	st := store.NewRedis(direct, store.Config{})
+	missed := payload(t, "missed", 4000)
+	if _, errs := st.Save(context.Background(), []store.Entry{{Channel: "c", Payload: missed}}, store.SaveNotify); errs != nil {
+		t.Fatalf("Save: %v", errs)
+	}
+	waitFor(t, waitLimit, "the missed event read from the store and handed to the hub", func() bool {
+		return m.hub.has("c", missed.Version(), true)
+	})
+
+	// An event the instance received itself costs no lookup when its notice arrives.
+	seen := payload(t, "seen", 5000)
+	if err := direct.Publish(context.Background(), "sse:other", seen.Raw).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLimit, "the raw event delivered, stored and noticed", func() bool {
+		p, found, err := st.Get(context.Background(), "other")
+		return m.hub.has("other", seen.Version(), false) && m.idle() && err == nil && found && p.Version() == seen.Version()
+	})
+	if m.hub.has("other", seen.Version(), true) {
+		t.Errorf("the instance looked up an event it had received itself after its stored notice")
+	}
+}

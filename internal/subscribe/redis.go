@@ -395,6 +395,7 @@ func (r *Redis) handle(m *redis.Message) {
 		case r.noticeChannel:
 			if ch, v, ok := store.ParseNotice(m.Payload); ok {
 				r.writer.stored(ch, v)
+				r.catchUp(ch, v)
 			}
 		}
 		return
@@ -416,6 +417,21 @@ func (r *Redis) handle(m *redis.Message) {
 		return
 	}
 	r.mailbox.put(event{channel: name, payload: p, received: now, stored: stored})
+}
+
+// catchUp has the seeder look channel up in the store when a stored notice names a version
+// newer than any this instance holds for it. Raw PUBLISHes are written back after a delay of
+// up to WriteBackSpread, so an instance whose subscription was down when one was published
+// can resync from the store before any instance has written it; the notice, heard on the new
+// subscription, is what tells it the store now holds an event it missed. An instance that
+// received the event has it in lastSeen (or in its mailbox: then the lookup is one wasted
+// read, and the hub drops the second copy of the version), so it asks nothing. It runs on the
+// read loop: the seeder queues and never blocks.
+func (r *Redis) catchUp(channel string, v hub.Version) {
+	if seen, ok := r.lastSeen.get(channel); ok && !seen.Version().Less(v) {
+		return
+	}
+	r.seeder.add([]string{channel})
 }
 
 func truncate(s string, n int) string {
