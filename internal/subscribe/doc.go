@@ -28,7 +28,9 @@
 // channel from the store then (Redis.catchUp, TestNoticeCatchesUpAMissedEvent), so the delay
 // opens no window for it. Measured (TestFleetWritesBackOncePerEvent, 3 instances): 1.00-1.10 script runs
 // per raw event fleet-wide instead of 3, none for events published stored instead of 3.
-// Sharded pub/sub has no notice channel: there every instance stores what it receives at once.
+// On a Redis Cluster (classic or sharded pub/sub) there are no notices: every instance stores
+// what it receives at once, since a classic notice would cross the cluster bus to every node
+// (it doubled the bus messages per raw event) and sharded mode has no channel all hear.
 // The writer keeps the waiting writes' due times in a min-heap (writer.go: dueQueue), so that
 // finding the due ones costs log n per event, not a scan of the rate x spread channels
 // waiting: scanning was 7.1% of the gateway's CPU at 15,000 small publishes per second, the

@@ -165,8 +165,14 @@ func NewRedis(client redis.UniversalClient, st *store.Redis, h Hub, cfg Config, 
 	}
 	r.seeder = newSeeder(r)
 	spread := cfg.WriteBackSpread
-	if r.sharded != nil {
-		spread = 0 // no instance hears stored notices: each writes at once
+	if r.cluster != nil {
+		// On a Redis Cluster every instance writes at once, as before issue 12. In sharded
+		// mode no instance hears stored notices. In classic mode each notice is a PUBLISH
+		// the cluster bus carries to every node, which cost more than the writes it saved:
+		// with 3 gateways on a 3+3 cluster, 10 bus messages (23.5 KB) per raw event instead
+		// of 5 (12 KB) and more Redis and gateway CPU, for 1.3 script runs instead of 3
+		// (go run ./loadtest/cmd/pubsubcmp, docs/PERFORMANCE.md "Sharded pub/sub").
+		spread = 0
 	}
 	r.writer = newWriter(r, spread)
 	return r

@@ -61,6 +61,18 @@ func newWriter(r *Redis, spread time.Duration) *writer {
 		noticed: make(map[string]hub.Version), wake: make(chan struct{}, 1)}
 }
 
+// mode says whether a write announces itself: with a spread, the stored notice is what
+// spares the others their write; without one every instance writes at once and a notice
+// would be traffic for nothing (on a Redis Cluster a classic PUBLISH crosses the cluster bus
+// to every node: the notice doubled the bus messages per raw event, docs/PERFORMANCE.md
+// "Sharded pub/sub").
+func (w *writer) mode() store.SaveMode {
+	if w.spread <= 0 {
+		return store.SaveOnly
+	}
+	return store.SaveNotify
+}
+
 // delay is how long this instance waits before storing channel's event of version v: a hash
 // of the instance, the channel and the version, so that which instance writes first changes
 // from event to event and the writes spread over the fleet.
@@ -290,7 +302,7 @@ func (w *writer) run(ctx context.Context) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		_, errs := r.store.Save(sctx, entries, store.SaveNotify)
+		_, errs := r.store.Save(sctx, entries, w.mode())
 		cancel()
 		w.done(entries, errs)
 		clear(entries) // drop the payloads until the next take

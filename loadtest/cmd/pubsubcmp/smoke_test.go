@@ -61,6 +61,11 @@ func TestSmoke(t *testing.T) {
 			if c.quickSub+c.quickUnsub+c.afterSub+c.afterUnsub+subs != 0 {
 				t.Errorf("classic mode sent shard (un)subscriptions: %+v", c)
 			}
+			// The publishes themselves and a few probes: on a cluster no stored notice
+			// follows a raw PUBLISH (each would cross the bus to every node again).
+			if pubs := sum(r.nodes, "cmdstat_publish.calls"); pubs > 1.5*float64(cfg.publishes) {
+				t.Errorf("classic mode on a cluster: %v PUBLISH commands for %d publishes; stored notices are sent", pubs, cfg.publishes)
+			}
 		case "sharded":
 			// A reconnect inside the linger keeps the subscriptions; a return after it
 			// subscribes each churned channel again (one command per slot), plus the probe
