@@ -38,22 +38,30 @@ type seedState struct {
 	attempts int
 	due      time.Time // not looked up before
 	busy     bool      // in the lookup under way
+	// again: added while busy. The lookup under way may hand its answer to the hub before
+	// the stream that asked again has subscribed (the channel's earlier streams gone, the
+	// answer dropped with their channel): when the answer reached no subscriber, the
+	// channel is looked up once more.
+	again bool
 }
 
 func newSeeder(r *Redis) *seeder {
 	return &seeder{r: r, pending: make(map[string]*seedState), wake: make(chan struct{}, 1)}
 }
 
-// add queues channels for a lookup; a channel already queued or being looked up is not
-// queued twice.
+// add queues channels for a lookup; a channel already queued is not queued twice, and one
+// being looked up is looked up once more after (see seedState.again).
 func (s *seeder) add(channels []string) {
 	if len(channels) == 0 {
 		return
 	}
 	s.mu.Lock()
 	for _, ch := range channels {
-		if s.pending[ch] == nil {
+		switch st := s.pending[ch]; {
+		case st == nil:
 			s.pending[ch] = &seedState{}
+		case st.busy:
+			st.again = true
 		}
 	}
 	s.mu.Unlock()
@@ -84,12 +92,18 @@ func (s *seeder) take(now time.Time) (batch []string, next time.Time) {
 	return batch, next
 }
 
-// done records the outcome of a lookup: channels seeded are forgotten, failed ones due again
-// after a backoff unless nobody subscribes to them any more (live says who does).
-func (s *seeder) done(seeded, failed []string, live map[string]bool, now time.Time) {
+// done records the outcome of a lookup: channels seeded are forgotten, unless their answer
+// reached no subscriber (unheard) and a stream asked for them during the lookup; failed ones
+// are due again after a backoff unless nobody subscribes to them any more (live says who
+// does).
+func (s *seeder) done(seeded []string, unheard map[string]bool, failed []string, live map[string]bool, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ch := range seeded {
+		if st := s.pending[ch]; st != nil && st.again && unheard[ch] {
+			*st = seedState{} // due now: the stream that asked subscribed after the answer
+			continue
+		}
 		delete(s.pending, ch)
 	}
 	for _, ch := range failed {
@@ -97,11 +111,11 @@ func (s *seeder) done(seeded, failed []string, live map[string]bool, now time.Ti
 		if st == nil {
 			continue
 		}
-		if !live[ch] {
+		if !live[ch] && !st.again {
 			delete(s.pending, ch)
 			continue
 		}
-		st.busy = false
+		st.busy, st.again = false, false
 		st.attempts++
 		st.due = now.Add(backoff.Jitter(s.r.backoffMin, seedRetryMax, st.attempts))
 	}
@@ -146,6 +160,7 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 	lctx, cancel := context.WithTimeout(ctx, seedTimeout)
 	defer cancel()
 	var seeded, failed []string
+	var unheard map[string]bool // seeded channels whose answer reached no subscriber
 	var firstErr error
 	if r.sharded != nil {
 		// Subscribed before the store is read: whatever is published after the read is
@@ -178,7 +193,12 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 			}
 			continue
 		}
-		r.seedHub(ch, got[i], now)
+		if _, _, n := r.seedHub(ch, got[i], now); n == 0 {
+			if unheard == nil {
+				unheard = make(map[string]bool)
+			}
+			unheard[ch] = true
+		}
 		seeded = append(seeded, ch)
 	}
 	var live map[string]bool
@@ -192,7 +212,7 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 				"channels", len(failed), "err", firstErr)
 		}
 	}
-	s.done(seeded, failed, live, now)
+	s.done(seeded, unheard, failed, live, now)
 	r.metrics.seedPending.Set(float64(s.len()))
 }
 
@@ -215,8 +235,9 @@ func (r *Redis) usable(channel string, stored store.Stored) error {
 }
 
 // seedHub hands the hub channel's newest event: what the store answered (stored), or what
-// this instance received itself if that is newer. It reports the payload used, if any.
-func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wire.Payload, bool) {
+// this instance received itself if that is newer. It reports the payload used, if any, and
+// how many subscribers the hub handed it to.
+func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wire.Payload, bool, int) {
 	p, found := stored.Payload, stored.Found
 	if seen, ok := r.lastSeen.get(channel); ok && (!found || p.Version().Less(seen.Version())) {
 		p, found = seen, true
@@ -224,9 +245,7 @@ func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wir
 		r.lastSeen.update(channel, p)
 	}
 	if !found {
-		r.hub.Seed(channel, nil)
-		return wire.Payload{}, false
+		return wire.Payload{}, false, r.hub.Seed(channel, nil)
 	}
-	r.hub.Seed(channel, wire.NewMessage(channel, p, now))
-	return p, true
+	return p, true, r.hub.Seed(channel, wire.NewMessage(channel, p, now))
 }
