@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sse-gateway/sse-gateway/internal/hub"
 	"github.com/sse-gateway/sse-gateway/internal/redistest"
 	"github.com/sse-gateway/sse-gateway/internal/store"
 	"github.com/sse-gateway/sse-gateway/internal/wire"
@@ -117,6 +119,79 @@ func e2got(h *fakeHub, channel string, p wire.Payload) bool {
 		}
 	}
 	return false
+}
+
+// afterSeed is a real hub that runs a test's interleaving right after handing a seed
+// lookup's first answer to the hub, on the seeder's goroutine: between the answer and the
+// lookup's end.
+type afterSeed struct {
+	*hub.Hub
+	once sync.Once
+	then func()
+}
+
+func (h *afterSeed) Seed(channel string, m *hub.Message) int {
+	n := h.Hub.Seed(channel, m)
+	h.once.Do(h.then)
+	return n
+}
+
+// offers records what a hub offers one subscription.
+type offers struct {
+	mu  sync.Mutex
+	got []hub.Version
+}
+
+func (o *offers) Offer(_ int, m *hub.Message) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.got = append(o.got, m.Version)
+}
+
+func (o *offers) has(v hub.Version) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Contains(o.got, v)
+}
+
+// TestSeedReachesAStreamThatSubscribedAfterTheAnswer reproduces, on a real hub, the stream
+// TestChurn found without its first event: stream a subscribes to c and asks for its stored
+// event; the answer reaches a; a leaves (the hub drops c with it); stream b subscribes to c
+// afresh and asks, before the lookup has ended. b must get c's stored event.
+func TestSeedReachesAStreamThatSubscribedAfterTheAnswer(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr())
+	h := &afterSeed{Hub: hub.New(hub.Config{}, nil)}
+	t.Cleanup(h.Close)
+	b := NewRedis(client, store.NewRedis(client, store.Config{}), h, testConfig(), testLogger(t), nil)
+	p := payload(t, "e", 42)
+	mustPublish(t, store.NewRedis(newClient(t, srv.Addr()), store.Config{}), "c", p, true)
+
+	var first, second offers
+	subA, unseeded := h.Subscribe(&first, []string{"c"}, hub.Version{})
+	if len(unseeded) != 1 {
+		t.Fatalf("a new channel is not unseeded: %v", unseeded)
+	}
+	h.then = func() {
+		h.Unsubscribe(subA)
+		subB, unseeded := h.Subscribe(&second, []string{"c"}, hub.Version{})
+		t.Cleanup(func() { h.Unsubscribe(subB) })
+		if len(unseeded) != 1 {
+			t.Errorf("b found c seeded: the hub kept the channel a left")
+		}
+		b.Seed([]string{"c"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.seeder.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	b.Seed([]string{"c"})
+
+	waitFor(t, 10*time.Second, "b offered c's stored event", func() bool { return second.has(p.Version()) })
+	if !first.has(p.Version()) {
+		t.Errorf("a was not offered c's stored event")
+	}
 }
 
 // TestSeedPipelinesChannels: a stream's channels are looked up in one pipeline.

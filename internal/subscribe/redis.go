@@ -609,7 +609,7 @@ func (r *Redis) resync(ctx context.Context, chans []string) (failed []string, fi
 				}
 				continue
 			}
-			p, found, _ := r.seedHub(ch, stored, now)
+			p, found := r.seedHub(ch, stored, now)
 			if found {
 				seeded++
 				if !stored.Found || stored.Payload.Version().Less(p.Version()) {

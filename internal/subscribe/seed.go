@@ -38,10 +38,10 @@ type seedState struct {
 	attempts int
 	due      time.Time // not looked up before
 	busy     bool      // in the lookup under way
-	// again: added while busy. The lookup under way may hand its answer to the hub before
-	// the stream that asked again has subscribed (the channel's earlier streams gone, the
-	// answer dropped with their channel): when the answer reached no subscriber, the
-	// channel is looked up once more.
+	// again: asked for since the lookup under way began handing its answers to the hub
+	// (see seeder.answering). The stream that asked subscribed after the answer, which the
+	// hub may have dropped with the channel its earlier streams had left, or have handed
+	// only to them: its ask is answered by one more lookup.
 	again bool
 }
 
@@ -92,16 +92,29 @@ func (s *seeder) take(now time.Time) (batch []string, next time.Time) {
 	return batch, next
 }
 
-// done records the outcome of a lookup: channels seeded are forgotten, unless their answer
-// reached no subscriber (unheard) and a stream asked for them during the lookup; failed ones
-// are due again after a backoff unless nobody subscribes to them any more (live says who
-// does).
-func (s *seeder) done(seeded []string, unheard map[string]bool, failed []string, live map[string]bool, now time.Time) {
+// answering marks the moment channels' answers start going to the hub: a stream that asked
+// for one before subscribed before it, so the answer reaches it (the hub holds a channel
+// while it has subscribers); one that asks from now on may have subscribed after its
+// channel's answer and is looked up again (see seedState.again).
+func (s *seeder) answering(channels []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range channels {
+		if st := s.pending[ch]; st != nil {
+			st.again = false
+		}
+	}
+}
+
+// done records the outcome of a lookup: channels seeded are forgotten, unless a stream asked
+// for them since their answer went to the hub; failed ones are due again after a backoff
+// unless nobody subscribes to them any more (live says who does).
+func (s *seeder) done(seeded []string, failed []string, live map[string]bool, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ch := range seeded {
-		if st := s.pending[ch]; st != nil && st.again && unheard[ch] {
-			*st = seedState{} // due now: the stream that asked subscribed after the answer
+		if st := s.pending[ch]; st != nil && st.again {
+			*st = seedState{} // due now
 			continue
 		}
 		delete(s.pending, ch)
@@ -160,7 +173,6 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 	lctx, cancel := context.WithTimeout(ctx, seedTimeout)
 	defer cancel()
 	var seeded, failed []string
-	var unheard map[string]bool // seeded channels whose answer reached no subscriber
 	var firstErr error
 	if r.sharded != nil {
 		// Subscribed before the store is read: whatever is published after the read is
@@ -185,6 +197,7 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 		got = r.store.GetMany(lctx, channels)
 	}
 	now := time.Now()
+	answers := make([]int, 0, len(channels))
 	for i, ch := range channels {
 		if err := r.usable(ch, got[i]); err != nil {
 			failed = append(failed, ch)
@@ -193,13 +206,12 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 			}
 			continue
 		}
-		if _, _, n := r.seedHub(ch, got[i], now); n == 0 {
-			if unheard == nil {
-				unheard = make(map[string]bool)
-			}
-			unheard[ch] = true
-		}
+		answers = append(answers, i)
 		seeded = append(seeded, ch)
+	}
+	s.answering(seeded)
+	for _, i := range answers {
+		r.seedHub(channels[i], got[i], now)
 	}
 	var live map[string]bool
 	if len(failed) > 0 {
@@ -212,7 +224,7 @@ func (s *seeder) lookup(ctx context.Context, channels []string) {
 				"channels", len(failed), "err", firstErr)
 		}
 	}
-	s.done(seeded, unheard, failed, live, now)
+	s.done(seeded, failed, live, now)
 	r.metrics.seedPending.Set(float64(s.len()))
 }
 
@@ -235,9 +247,8 @@ func (r *Redis) usable(channel string, stored store.Stored) error {
 }
 
 // seedHub hands the hub channel's newest event: what the store answered (stored), or what
-// this instance received itself if that is newer. It reports the payload used, if any, and
-// how many subscribers the hub handed it to.
-func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wire.Payload, bool, int) {
+// this instance received itself if that is newer. It reports the payload used, if any.
+func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wire.Payload, bool) {
 	p, found := stored.Payload, stored.Found
 	if seen, ok := r.lastSeen.get(channel); ok && (!found || p.Version().Less(seen.Version())) {
 		p, found = seen, true
@@ -245,7 +256,9 @@ func (r *Redis) seedHub(channel string, stored store.Stored, now time.Time) (wir
 		r.lastSeen.update(channel, p)
 	}
 	if !found {
-		return wire.Payload{}, false, r.hub.Seed(channel, nil)
+		r.hub.Seed(channel, nil)
+		return wire.Payload{}, false
 	}
-	return p, true, r.hub.Seed(channel, wire.NewMessage(channel, p, now))
+	r.hub.Seed(channel, wire.NewMessage(channel, p, now))
+	return p, true
 }
