@@ -41,6 +41,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	}
 	eventually(t, "the warm-up streams to be forgotten", func() bool { return e.srv.OpenStreams() == 0 })
 	baseline := stableGoroutines(t)
+	fds0 := openFDs(t)
 	opens0, closes0 := e.counter(e.srv.metrics.opens, "ok"), e.counter(e.srv.metrics.closes, CloseClient)
 
 	// Sampled while churning, for the failure message: a closer that lags behind hang-ups
@@ -126,6 +127,15 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	if n := pollerEntries(e.srv); n != 0 {
 		t.Errorf("poller still tracks %d streams", n)
 	}
+	// Every taken-over socket's descriptor is closed with its stream (they are detached
+	// from the Go runtime, so nothing else would close them).
+	deadline = time.Now().Add(waitLimit)
+	for openFDs(t) > fds0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if fds := openFDs(t); fds > fds0 {
+		t.Errorf("%d file descriptors open after churn, %d before", fds, fds0)
+	}
 	if ch := e.hub.Channels(); len(ch) != 0 {
 		t.Errorf("hub still has %d channels", len(ch))
 	}
@@ -188,4 +198,14 @@ func bindNoPort(_, _ string, rc syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// openFDs counts the test process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }

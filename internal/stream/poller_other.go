@@ -19,6 +19,6 @@ func (p *poller) run(ctx context.Context) error {
 }
 
 // takeOver is never called here (there is no poller); it hangs up rather than leak.
-func (p *poller) takeOver(_ context.Context, nc net.Conn, _ int, _ *streamBase, _ []string, _ start, _ []byte) {
+func (p *poller) takeOver(_ context.Context, nc net.Conn, _ *streamBase, _ []string, _ start, _ []byte) {
 	_ = nc.Close()
 }

@@ -65,9 +65,8 @@ func (s *pollState) clear(f pollState)   { *s &^= f }
 // unsubscribing is left to the closer goroutine, which holds no stream lock while it does.
 type pollStream struct {
 	streamBase
-	p  *poller  // immutable
-	nc net.Conn // immutable; closed by finish
-	fd int      // immutable: nc's descriptor, valid until finish closes nc
+	p  *poller // immutable
+	fd int     // immutable: the socket's descriptor, detached from the Go runtime; closed by finish
 
 	mu        sync.Mutex
 	state     pollState      // guarded by mu
@@ -84,15 +83,26 @@ type pollStream struct {
 	link wheelLink // guarded by the poller's wheel's mu: its place among the timers
 }
 
-// takeOver runs a hijacked stream's opening on the handler's goroutine: it registers the
-// stream, puts it under epoll, subscribes it, and writes head; from then on the stream has no
-// goroutine of its own.
-func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBase, channels []string, from start, head []byte) {
+// takeOver runs a hijacked stream's opening on the handler's goroutine: it detaches the
+// socket from the Go runtime (see detach), registers the stream, puts it under epoll,
+// subscribes it, and writes head; from then on the stream has no goroutine of its own.
+func (p *poller) takeOver(ctx context.Context, nc net.Conn, b *streamBase, channels []string, from start, head []byte) {
 	s := p.srv
+	fd, err := detach(nc)
+	if err != nil {
+		// Out of descriptors for the duplicate (--max-streams above what the open-files
+		// limit allows): the client is told to come back, as over --max-streams.
+		s.log.Warn("taking over a stream's socket failed", "err", err)
+		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, _ = nc.Write([]byte(unavailableResponse))
+		_ = nc.Close()
+		s.unadmit(b)
+		s.metrics.opens.WithLabelValues("503").Inc()
+		return
+	}
 	ps := &pollStream{
 		streamBase: *b,
 		p:          p,
-		nc:         nc,
 		fd:         fd,
 		pending:    make([]*hub.Message, len(channels)),
 		lastWrite:  time.Now().UnixNano(),
@@ -134,18 +144,20 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 		return
 	}
 	// Subscribed before the headers go out: once a client sees 200, nothing published after
-	// that can miss it. Until then Offer only fills pending, which goes out right after.
-	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	_, err := nc.Write(head)
-	_ = nc.SetWriteDeadline(time.Time{})
+	// that can miss it. Until then Offer only fills pending, which goes out right after. The
+	// head goes out like any frame: a fresh socket takes it whole; what it does not take
+	// waits in out for epoll, with the write deadline running.
 	ps.mu.Lock()
 	ps.state.clear(opening)
-	if err != nil {
-		ps.closeLocked(CloseClient, 0)
-	} else if !ps.state.has(closing) {
-		now := time.Now().UnixNano()
-		ps.lastWrite = now // the head ends with a heartbeat
-		ps.flushPendingLocked(now)
+	now := time.Now().UnixNano()
+	if ps.state.has(closing) {
+		// Closed while the head was not out yet (a drain, a revocation): the goodbye
+		// follows the head.
+		ps.out, ps.stalledAt = head, now
+	} else if ps.writeLocked(head, now) {
+		if ps.out == nil {
+			ps.flushPendingLocked(now)
+		}
 		if !ps.state.has(closing) {
 			p.wheel.schedule(ps, ps.nextTimerLocked(), false)
 		}
@@ -154,8 +166,6 @@ func (p *poller) takeOver(ctx context.Context, nc net.Conn, fd int, b *streamBas
 	ps.mu.Unlock()
 	if later {
 		ps.finish()
-	}
-	if err != nil || later {
 		return
 	}
 	seed()
@@ -474,6 +484,6 @@ func (c *pollStream) finish() {
 	reason := c.reason
 	c.mu.Unlock()
 	p.remove(c)
-	_ = c.nc.Close()
+	_ = unix.Close(c.fd)
 	p.srv.forget(&c.streamBase, sub, reason)
 }

@@ -3,6 +3,7 @@
 package stream
 
 import (
+	"errors"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -43,4 +44,34 @@ func (s *Server) tuneSocket(fd int) {
 	if s.cfg.SendBuffer > 0 {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer)
 	}
+}
+
+// detach takes a hijacked TCP connection's socket away from the Go runtime: it returns a
+// duplicate of its descriptor (close-on-exec, and non-blocking like the original: the two
+// share the flag) and closes the connection, which takes the original out of the runtime's
+// netpoller. A taken-over stream then holds an int instead of a net.Conn: no netFD, no
+// addresses, no netpoller descriptor (about 0.3 KiB a stream, measured by TestStreamMemory),
+// and the runtime's poller is not woken by the stream's socket. The caller owns the returned
+// descriptor and closes it with unix.Close.
+func detach(nc net.Conn) (int, error) {
+	if w, ok := nc.(*trackedConn); ok {
+		nc = w.Conn
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return -1, errors.New("not a TCP connection")
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := raw.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, dupErr
+	}
+	_ = tc.Close()
+	return fd, nil
 }

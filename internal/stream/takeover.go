@@ -19,6 +19,11 @@ import (
 // chunked framing net/http would have added.
 var chunkedHeartbeat = wire.Chunk(wire.Heartbeat)
 
+// unavailableResponse is the whole answer to a stream whose hijacked connection could not be
+// taken over after all (out of descriptors): net/http can no longer write one.
+const unavailableResponse = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n" +
+	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 38\r\n\r\n{\"error\":\"stream could not be opened\"}"
+
 // unexpectedDataResponse is the whole answer to a request whose connection cannot be taken
 // over once hijacked: net/http can no longer write one, so it is written raw.
 const unexpectedDataResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n" +
@@ -50,7 +55,7 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	if r.Context().Value(tunedKey{}) == nil {
 		s.tuneSocket(fd) // not accepted through ConnContext (an embedding server)
 	}
-	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, fd, b, channels, from, responseHead(cors))
+	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, b, channels, from, responseHead(cors))
 }
 
 // responseHead is what net/http would have written for a stream response on HTTP/1.1 (see
