@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -22,9 +23,10 @@ import (
 const NodeTimeout = 2 * time.Second
 
 // Cluster is a private Redis Cluster on loopback: masters, each with its replicas, created
-// with redis-cli --cluster create, every node killed when the test ends.
+// with redis-cli --cluster create, every node killed when the test ends (StartCluster) or
+// when the caller stops it (LaunchCluster).
 type Cluster struct {
-	t testing.TB
+	t testing.TB // nil for a cluster of LaunchCluster
 	// Nodes are every node, masters first as created; a node keeps its Server (and port)
 	// across kills and restarts, whatever its role becomes.
 	Nodes []*Server
@@ -35,10 +37,47 @@ type Cluster struct {
 // redis-server arguments for every node.
 func StartCluster(t testing.TB, masters, replicas int, extra ...string) *Cluster {
 	t.Helper()
-	if _, err := exec.LookPath("redis-cli"); err != nil {
-		t.Fatalf("redis-cli not found in PATH: the cluster tests need it (apt-get install redis-server, which ships redis-cli): %v", err)
+	c, err := LaunchCluster(context.Background(), ClusterConfig{Dir: t.TempDir(), Masters: masters, Replicas: replicas, Extra: extra})
+	if err != nil {
+		t.Fatal(err)
 	}
-	c := &Cluster{t: t}
+	c.t = t
+	for _, n := range c.Nodes {
+		n.t = t
+		t.Cleanup(n.Kill)
+	}
+	return c
+}
+
+// ClusterConfig is the cluster LaunchCluster starts.
+type ClusterConfig struct {
+	// Dir holds one working directory per node: node0, node1, ... (created if need be).
+	Dir string
+	// Masters and Replicas (per master) make Masters*(1+Replicas) nodes.
+	Masters, Replicas int
+	// Extra are more redis-server arguments for every node.
+	Extra []string
+	// Setup, if not nil, is called on every node's redis-server command before it starts
+	// (a command can have the kernel kill its nodes when it dies, however it dies).
+	Setup func(*exec.Cmd)
+}
+
+// LaunchCluster is StartCluster for a caller that has no testing.TB, such as a command: it
+// returns an error rather than failing a test (having stopped the nodes it started), and
+// the caller stops the cluster (Stop). Its methods that fail a test (MasterOf, WaitHealthy,
+// WaitFailover, Reshard, MoveSlot, and a node's Restart) are not for such a cluster.
+func LaunchCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error) {
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("%s not found in PATH: a cluster needs it (apt-get install redis-server, which ships redis-cli): %w", bin, err)
+		}
+	}
+	c := &Cluster{}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
 	base := func(port int, dir string) []string {
 		return []string{"--save", "", "--appendonly", "no",
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -48,24 +87,35 @@ func StartCluster(t testing.TB, masters, replicas int, extra ...string) *Cluster
 			"--repl-diskless-sync-delay", "0"}
 	}
 	args := []string{"--cluster", "create"}
-	for range masters * (1 + replicas) {
-		s := startServer(t, base, func() int { return clusterPort(t) }, extra)
+	for i := range cfg.Masters * (1 + cfg.Replicas) {
+		s, err := launch(filepath.Join(cfg.Dir, "node"+strconv.Itoa(i)), base, freePortPair, cfg.Setup, cfg.Extra)
+		if err != nil {
+			return nil, err
+		}
 		c.Nodes = append(c.Nodes, s)
 		args = append(args, s.Addr())
 	}
-	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	args = append(args, "--cluster-replicas", strconv.Itoa(cfg.Replicas), "--cluster-yes")
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	if out, err := exec.CommandContext(cctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
-	c.WaitHealthy(60 * time.Second)
-	return c
+	if err := c.waitHealthy(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// clusterPort picks a free port whose cluster bus port (port+10000) is free too.
-func clusterPort(t testing.TB) int {
-	t.Helper()
+// Stop kills every node and waits for it to exit.
+func (c *Cluster) Stop() {
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
+}
+
+// freePortPair picks a free port whose cluster bus port (port+10000) is free too.
+func freePortPair() (int, error) {
 	for range 1000 {
 		p := 20000 + rand.IntN(25000)
 		a, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
@@ -78,10 +128,9 @@ func clusterPort(t testing.TB) int {
 			continue
 		}
 		b.Close()
-		return p
+		return p, nil
 	}
-	t.Fatal("found no free port pair (p, p+10000) for a cluster node")
-	return 0
+	return 0, errors.New("found no free port pair (p, p+10000) for a cluster node")
 }
 
 // Addrs are every node's host:port.
@@ -118,10 +167,13 @@ func (c *Cluster) Node(addr string) *Server {
 	return nil
 }
 
-// Client returns a cluster client on every node, closed when the test ends.
+// Client returns a cluster client on every node, closed when the test ends (the caller
+// closes it on a cluster of LaunchCluster).
 func (c *Cluster) Client() *redis.ClusterClient {
 	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
-	c.t.Cleanup(func() { _ = cl.Close() })
+	if c.t != nil {
+		c.t.Cleanup(func() { _ = cl.Close() })
+	}
 	return cl
 }
 
@@ -216,20 +268,29 @@ func Slot(key string) int { return redisconn.Slot(key) }
 // node, and sees every slot served by a master that is not failed.
 func (c *Cluster) WaitHealthy(timeout time.Duration) {
 	c.t.Helper()
+	if err := c.waitHealthy(context.Background(), timeout); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// waitHealthy is WaitHealthy's core: it says why the cluster is not healthy by the timeout
+// (or when ctx ends).
+func (c *Cluster) waitHealthy(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	var why string
 	for {
-		if why = c.unhealthy(); why == "" {
-			return
+		why := c.unhealthy(ctx)
+		if why == "" {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("cluster not healthy after %v: %s", timeout, why)
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("cluster not healthy after %v: %s", timeout, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func (c *Cluster) unhealthy() string {
+// unhealthy says why the cluster is not healthy, or "" when it is.
+func (c *Cluster) unhealthy(ctx context.Context) string {
 	running := 0
 	for _, n := range c.Nodes {
 		if n.Running() {
@@ -241,9 +302,9 @@ func (c *Cluster) unhealthy() string {
 			continue
 		}
 		cl := redis.NewClient(&redis.Options{Addr: n.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		info, err := cl.ClusterInfo(ctx).Result()
-		repl, rerr := cl.Info(ctx, "replication").Result()
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cl.ClusterInfo(qctx).Result()
+		repl, rerr := cl.Info(qctx, "replication").Result()
 		cancel()
 		cl.Close()
 		if err == nil {
@@ -298,7 +359,7 @@ func (c *Cluster) WaitFailover(old *Server, timeout time.Duration) {
 					promoted = false
 				}
 			}
-			if promoted && c.unhealthy() == "" {
+			if promoted && c.unhealthy(context.Background()) == "" {
 				return
 			}
 		}
@@ -308,7 +369,7 @@ func (c *Cluster) WaitFailover(old *Server, timeout time.Duration) {
 				b, _ := os.ReadFile(filepath.Join(n.Dir(), "redis.log"))
 				fmt.Fprintf(&logs, "--- %s:\n%s\n", n.Addr(), tail(string(b), 1500))
 			}
-			c.t.Fatalf("no failover of %s within %v (%v; %s)\n%s", old.Addr(), timeout, err, c.unhealthy(), logs.String())
+			c.t.Fatalf("no failover of %s within %v (%v; %s)\n%s", old.Addr(), timeout, err, c.unhealthy(context.Background()), logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -2,6 +2,8 @@ package redistest
 
 import (
 	"context"
+	"os/exec"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,5 +48,36 @@ func TestSentinelFailover(t *testing.T) {
 	nm := d.WaitMaster(m, 30*time.Second)
 	if nm == m {
 		t.Fatal("no failover")
+	}
+}
+
+// TestLaunchCluster checks the core a command uses: it starts a healthy cluster without a
+// testing.TB, runs Setup on every node's command, and Stop leaves no node running.
+func TestLaunchCluster(t *testing.T) {
+	var setups atomic.Int32
+	c, err := LaunchCluster(context.Background(), ClusterConfig{Dir: t.TempDir(), Masters: 3,
+		Setup: func(*exec.Cmd) { setups.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if n := setups.Load(); n != 3 {
+		t.Fatalf("Setup ran %d times for 3 nodes", n)
+	}
+	for _, n := range c.Nodes {
+		if n.PID() <= 0 {
+			t.Fatalf("node %s: no pid", n.Addr())
+		}
+	}
+	cl := c.Client()
+	defer cl.Close()
+	if err := cl.Set(context.Background(), "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	for _, n := range c.Nodes {
+		if n.Running() || n.PID() != 0 {
+			t.Fatalf("node %s still running after Stop", n.Addr())
+		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package redistest starts private redis-server processes for tests: each on a free loopback
 // port, without persistence, in the test's temporary directory, stopped when the test ends.
 // A test may kill and restart a server on the same port. A test that needs Redis fails with
-// a clear message when redis-server is not installed; it never skips.
+// a clear message when redis-server is not installed; it never skips. A command that needs
+// a private cluster (loadtest/cmd/pubsubcmp) starts it with LaunchCluster, which returns
+// errors where the test helpers fail the test.
 package redistest
 
 import (
@@ -25,12 +27,14 @@ import (
 
 // Server is one private redis-server.
 type Server struct {
-	t    testing.TB
+	t    testing.TB // nil for a server of LaunchCluster: nothing fails a test then
 	port int
 	dir  string
 	// base builds the arguments every start of this server begins with: plainArgs, or a
 	// sentinel's or a cluster node's own.
 	base func(port int, dir string) []string
+	// setup, if set, is called on the redis-server command of every start, before it runs.
+	setup func(*exec.Cmd)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -47,21 +51,37 @@ func Start(t testing.TB, extra ...string) *Server {
 	return startServer(t, plainArgs, func() int { return FreePort(t) }, extra)
 }
 
-// startServer starts a server with base arguments on a port from pick, retrying on another
-// port when the one picked was taken meanwhile.
+// startServer starts a server for t with base arguments on a port from pick and kills it
+// when t ends.
 func startServer(t testing.TB, base func(port int, dir string) []string, pick func() int, extra []string) *Server {
 	t.Helper()
-	s := &Server{t: t, dir: t.TempDir(), base: base}
+	s, err := launch(t.TempDir(), base, func() (int, error) { return pick(), nil }, nil, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.t = t
 	t.Cleanup(s.Kill)
+	return s
+}
+
+// launch starts a server in dir (created if need be) with base arguments on a port from
+// pick, retrying on another port when the one picked was taken meanwhile. setup, if not
+// nil, is called on every start's command.
+func launch(dir string, base func(port int, dir string) []string, pick func() (int, error), setup func(*exec.Cmd), extra []string) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("starting redis-server: %w", err)
+	}
+	s := &Server{dir: dir, base: base, setup: setup}
 	var err error
 	for range 5 { // another process may take the free port between probing and binding it
-		s.port = pick()
+		if s.port, err = pick(); err != nil {
+			break
+		}
 		if err = s.start(extra); err == nil {
-			return s
+			return s, nil
 		}
 	}
-	t.Fatalf("starting redis-server: %v", err)
-	return nil
+	return nil, fmt.Errorf("starting redis-server: %w", err)
 }
 
 // Addr is the server's host:port; it stays the same across restarts.
@@ -76,7 +96,8 @@ func (s *Server) Dir() string { return s.dir }
 
 // Client returns a go-redis client for the server, configured by opt (nil for the defaults)
 // with Addr set to the server's. It is closed when the test ends, before the server is
-// killed, and reconnects by itself after a restart.
+// killed (the caller closes it on a server of LaunchCluster), and reconnects by itself
+// after a restart.
 func (s *Server) Client(opt *redis.Options) *redis.Client {
 	o := redis.Options{}
 	if opt != nil {
@@ -84,13 +105,16 @@ func (s *Server) Client(opt *redis.Options) *redis.Client {
 	}
 	o.Addr = s.Addr()
 	c := redis.NewClient(&o)
-	s.t.Cleanup(func() { _ = c.Close() })
+	if s.t != nil {
+		s.t.Cleanup(func() { _ = c.Close() })
+	}
 	return c
 }
 
 // Restart starts the server again on the same port after Kill: empty, unless extra says
 // otherwise (e.g. "--dbfilename", "x.rdb" loads that snapshot from Dir). The arguments
-// given to Start are not repeated.
+// given to Start are not repeated. It fails the test, so it is for a server of a test,
+// not of LaunchCluster.
 func (s *Server) Restart(extra ...string) {
 	s.t.Helper()
 	var err error
@@ -105,6 +129,16 @@ func (s *Server) Restart(extra ...string) {
 
 // Port is the server's TCP port.
 func (s *Server) Port() int { return s.port }
+
+// PID is the server process's id, or 0 when it is not running.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
 
 // Running reports whether the server process is running (it was not killed).
 func (s *Server) Running() bool {
@@ -147,6 +181,9 @@ func (s *Server) start(extra []string) error {
 	args := append(append(s.base(s.port, s.dir), "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--dir", s.dir, "--logfile", logFile), extra...)
 	cmd := exec.Command("redis-server", args...)
+	if s.setup != nil {
+		s.setup(cmd)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}

@@ -92,44 +92,34 @@ func needPublish(s result.Summary) (*result.Publish, string) {
 	return p, ""
 }
 
-func lastP99(s result.Summary) (float64, string) {
+// publishFigure is a figure of the publish phase, undefined (needPublish's note) when the
+// run did not publish or did not deliver every event.
+func publishFigure(s result.Summary, pick func(p *result.Publish) float64) (float64, string) {
 	p, note := needPublish(s)
 	if p == nil {
 		return 0, note
 	}
-	return p.LastDelivery.P99, ""
+	return pick(p), ""
+}
+
+func lastP99(s result.Summary) (float64, string) {
+	return publishFigure(s, func(p *result.Publish) float64 { return p.LastDelivery.P99 })
 }
 
 func lastP50(s result.Summary) (float64, string) {
-	p, note := needPublish(s)
-	if p == nil {
-		return 0, note
-	}
-	return p.LastDelivery.P50, ""
+	return publishFigure(s, func(p *result.Publish) float64 { return p.LastDelivery.P50 })
 }
 
 func latP50(s result.Summary) (float64, string) {
-	p, note := needPublish(s)
-	if p == nil {
-		return 0, note
-	}
-	return p.Latency.P50, ""
+	return publishFigure(s, func(p *result.Publish) float64 { return p.Latency.P50 })
 }
 
 func latP99(s result.Summary) (float64, string) {
-	p, note := needPublish(s)
-	if p == nil {
-		return 0, note
-	}
-	return p.Latency.P99, ""
+	return publishFigure(s, func(p *result.Publish) float64 { return p.Latency.P99 })
 }
 
 func latMax(s result.Summary) (float64, string) {
-	p, note := needPublish(s)
-	if p == nil {
-		return 0, note
-	}
-	return p.Latency.Max, ""
+	return publishFigure(s, func(p *result.Publish) float64 { return p.Latency.Max })
 }
 
 func deliveredPct(s result.Summary) (float64, string) {

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,14 +16,13 @@ import (
 
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/procstat"
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/stats"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/workerproc"
 )
 
-// workerProc is one worker process and its pipes.
+// workerProc is one worker process and the scanner over its answers.
 type workerProc struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Scanner
-	stats workerConfig
+	*workerproc.Proc
+	out *bufio.Scanner
 }
 
 // coordinator runs the phases; it owns the workers and the publisher.
@@ -117,10 +114,6 @@ func countUpTo(per []int, n int) int {
 
 func (c *coordinator) startWorkers() error {
 	o := c.o
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	deadline := time.Now().Add(o.timeout + 30*time.Second).UnixNano()
 	for i := range o.workers {
 		cfg := workerConfig{
@@ -130,27 +123,13 @@ func (c *coordinator) startWorkers() error {
 			SourceIPs: o.sourceIPs, ConnectConcurrency: o.connectConcurrency,
 			ConnectTimeoutMs: o.connectTimeout.Milliseconds(), MaxRounds: o.maxRounds(), DeadlineUnixNs: deadline,
 		}
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(i))
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
+		p, err := workerproc.Start(workerEnv, i, cfg)
 		if err != nil {
 			return err
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start worker: %w", err)
-		}
-		sc := bufio.NewScanner(out)
+		sc := bufio.NewScanner(p.Out)
 		sc.Buffer(make([]byte, 64<<10), 256<<20)
-		wp := &workerProc{cmd: cmd, in: in, out: sc, stats: cfg}
-		c.workers = append(c.workers, wp)
-		if err := json.NewEncoder(in).Encode(cfg); err != nil {
-			return fmt.Errorf("configure worker: %w", err)
-		}
+		c.workers = append(c.workers, &workerProc{Proc: p, out: sc})
 	}
 	return nil
 }
@@ -164,20 +143,20 @@ func (o *options) maxRounds() int {
 // all sends cmd to every worker and returns their answers, in worker order.
 func (c *coordinator) all(cmd command) ([]workerMsg, error) {
 	for _, wp := range c.workers {
-		if err := json.NewEncoder(wp.in).Encode(cmd); err != nil {
-			return nil, fmt.Errorf("worker %d: %w", wp.stats.Index, err)
+		if err := wp.Send(cmd); err != nil {
+			return nil, fmt.Errorf("worker %d: %w", wp.Index, err)
 		}
 	}
 	out := make([]workerMsg, len(c.workers))
 	for i, wp := range c.workers {
 		if !wp.out.Scan() {
-			return nil, fmt.Errorf("worker %d ended (%v) during %s", wp.stats.Index, wp.out.Err(), cmd.Cmd)
+			return nil, fmt.Errorf("worker %d ended (%v) during %s", wp.Index, wp.out.Err(), cmd.Cmd)
 		}
 		if err := json.Unmarshal(wp.out.Bytes(), &out[i]); err != nil {
-			return nil, fmt.Errorf("worker %d: %w", wp.stats.Index, err)
+			return nil, fmt.Errorf("worker %d: %w", wp.Index, err)
 		}
 		if out[i].Type == "fatal" {
-			return nil, fmt.Errorf("worker %d: %s", wp.stats.Index, out[i].Error)
+			return nil, fmt.Errorf("worker %d: %s", wp.Index, out[i].Error)
 		}
 	}
 	return out, nil
@@ -185,17 +164,10 @@ func (c *coordinator) all(cmd command) ([]workerMsg, error) {
 
 func (c *coordinator) stopWorkers() {
 	for _, wp := range c.workers {
-		wp.in.Close()
+		wp.CloseInput()
 	}
 	for _, wp := range c.workers {
-		done := make(chan struct{})
-		go func() { _ = wp.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = wp.cmd.Process.Kill()
-			<-done
-		}
+		wp.Wait(10 * time.Second)
 	}
 }
 

@@ -66,7 +66,7 @@ type workerMsg struct {
 
 	// result
 	RoundLat        []stats.Snapshot `json:"round_lat,omitempty"` // per measured round
-	Seqs            []seqResult      `json:"seqs,omitempty"`
+	Seqs            []stats.SeqCount `json:"seqs,omitempty"`
 	ClosesNs        []int64          `json:"closes_ns,omitempty"`     // a server closed a stream
 	ReconnectsNs    []int64          `json:"reconnects_ns,omitempty"` // a reconnect succeeded
 	ResumedWithID   int              `json:"resumed_with_id,omitempty"`
@@ -75,13 +75,6 @@ type workerMsg struct {
 	Duplicates      uint64           `json:"duplicates,omitempty"`
 	ProtocolErrors  uint64           `json:"protocol_errors,omitempty"`
 	ProtocolSample  string           `json:"protocol_sample,omitempty"`
-}
-
-// seqResult is one publish as one worker saw it.
-type seqResult struct {
-	Seq   int64 `json:"s"`
-	Count int64 `json:"n"`
-	MaxNs int64 `json:"max"`
 }
 
 // plan assigns streams to channels with a Zipf-like law: channel c gets weight

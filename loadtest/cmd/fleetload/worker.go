@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,13 +15,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/sseparse"
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/stats"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/streamclient"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/workerproc"
 )
 
 // Reconnect bounds: a stream a server closed tries at most maxAttempts gateways; between
@@ -50,7 +48,7 @@ type worker struct {
 		mu sync.Mutex
 		h  stats.Hist
 	}
-	seqs []seqStat // index = seq
+	seqs *stats.Seqs
 
 	mu        sync.Mutex // guards the fields below
 	closes    []int64
@@ -61,11 +59,6 @@ type worker struct {
 	sample    string
 
 	wg sync.WaitGroup // one per stream goroutine
-}
-
-type seqStat struct {
-	count atomic.Int64
-	maxNs atomic.Int64
 }
 
 // stream is one SSE stream and the goroutine that keeps it open.
@@ -84,14 +77,10 @@ type stream struct {
 }
 
 func runWorker() error {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 64<<10), 4<<20)
-	if !in.Scan() {
-		return errors.New("worker: no config on stdin")
-	}
 	var cfg workerConfig
-	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
-		return fmt.Errorf("worker: decode config: %w", err)
+	in, err := workerproc.ReadConfig(os.Stdin, 4<<20, &cfg)
+	if err != nil {
+		return err
 	}
 	chanOf, err := plan(cfg.Streams, cfg.Channels, cfg.ZipfS)
 	if err != nil {
@@ -104,25 +93,12 @@ func runWorker() error {
 		mu sync.Mutex
 		h  stats.Hist
 	}, cfg.MaxRounds)
-	w.seqs = make([]seqStat, cfg.MaxRounds*cfg.Channels+1)
+	w.seqs = stats.NewSeqs(int64(cfg.MaxRounds * cfg.Channels))
 	out := json.NewEncoder(os.Stdout)
 
 	ctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, cfg.DeadlineUnixNs))
 	defer cancel()
-	cmds := make(chan command)
-	go func() {
-		defer close(cmds)
-		for in.Scan() {
-			var c command
-			if json.Unmarshal(in.Bytes(), &c) == nil {
-				select {
-				case cmds <- c:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
+	cmds := workerproc.Commands[command](ctx, in)
 	streamCtx, stopStreams := context.WithCancel(ctx)
 	defer stopStreams()
 	for {
@@ -201,7 +177,7 @@ func (w *worker) connectAll(ctx context.Context) workerMsg {
 		}
 		if o.err != nil {
 			msg.Failed++
-			msg.Errors[classify(o.err)]++
+			msg.Errors[streamclient.Classify(o.err)]++
 			continue
 		}
 		msg.Established++
@@ -254,7 +230,7 @@ func (s *stream) keep(ctx context.Context, body io.Reader) {
 					from = " (from the gateway that closed it)"
 				}
 				w.mu.Lock()
-				w.reconnErr[classify(err)+from]++
+				w.reconnErr[streamclient.Classify(err)+from]++
 				w.mu.Unlock()
 			}
 		}
@@ -286,25 +262,7 @@ func (s *stream) isShed() bool {
 func (s *stream) open(ctx context.Context, t int) (io.Reader, error) {
 	cfg := &s.w.cfg
 	timeout := time.Duration(cfg.ConnectTimeoutMs) * time.Millisecond
-	d := net.Dialer{
-		Timeout: timeout,
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				// Pick the port at connect time: many source addresses share the range.
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		},
-	}
-	if cfg.SourceIPs > 0 {
-		ip := make(net.IP, 4)
-		binary.BigEndian.PutUint32(ip, 0x7f000002+uint32(s.idx%cfg.SourceIPs))
-		d.LocalAddr = &net.TCPAddr{IP: ip}
-	}
+	d := streamclient.Dialer(timeout, streamclient.SourceIP(s.idx, cfg.SourceIPs), 0)
 	nc, err := d.DialContext(ctx, "tcp", cfg.Targets[t])
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
@@ -344,37 +302,23 @@ func (s *stream) open(ctx context.Context, t int) (io.Reader, error) {
 	return resp.Body, nil
 }
 
-// read parses the stream until it ends.
+// read parses the stream until it ends, then closes it.
 func (s *stream) read(body io.Reader) {
-	w := s.w
 	p := sseparse.Parser{
 		MaxLine: 64 << 10,
 		OnEvent: s.onEvent,
 		OnRetry: func(ms int64) { s.retryMs = ms },
 	}
-	buf := make([]byte, 512)
-	for {
-		n, err := body.Read(buf)
-		if n > 0 {
-			if perr := p.Feed(buf[:n]); perr != nil {
-				w.protocolError(perr)
-				s.nc.Close()
-				return
-			}
-		}
-		if err != nil {
-			s.nc.Close()
-			return
-		}
+	if err := streamclient.Read(body, &p); err != nil {
+		s.w.protocolError(err)
 	}
+	s.nc.Close()
 }
-
-var messageType = []byte("message")
 
 func (s *stream) onEvent(ev *sseparse.Event) {
 	now := time.Now().UnixNano()
 	w := s.w
-	if !bytes.Equal(ev.Type, messageType) {
+	if !ev.IsMessage() {
 		return
 	}
 	m, err := sseparse.Quick(ev.Data)
@@ -388,7 +332,7 @@ func (s *stream) onEvent(ev *sseparse.Event) {
 		return
 	}
 	s.lastSeq.Store(m.Seq)
-	if m.Seq <= 0 || m.Seq >= int64(len(w.seqs)) {
+	if !w.seqs.Covers(m.Seq) {
 		w.protocolError(fmt.Errorf("seq %d out of range", m.Seq))
 		return
 	}
@@ -406,14 +350,7 @@ func (s *stream) onEvent(ev *sseparse.Event) {
 	rl.mu.Lock()
 	rl.h.Record(lat)
 	rl.mu.Unlock()
-	st := &w.seqs[m.Seq]
-	st.count.Add(1)
-	for {
-		cur := st.maxNs.Load()
-		if lat <= cur || st.maxNs.CompareAndSwap(cur, lat) {
-			break
-		}
-	}
+	w.seqs.Record(m.Seq, lat)
 }
 
 func (w *worker) protocolError(err error) {
@@ -503,39 +440,8 @@ func (w *worker) result() workerMsg {
 		msg.RoundLat = append(msg.RoundLat, w.roundLat[i].h.Snapshot())
 		w.roundLat[i].mu.Unlock()
 	}
-	for s := range w.seqs {
-		if n := w.seqs[s].count.Load(); n > 0 {
-			msg.Seqs = append(msg.Seqs, seqResult{Seq: int64(s), Count: n, MaxNs: w.seqs[s].maxNs.Load()})
-		}
-	}
+	msg.Seqs = w.seqs.Snapshot()
 	return msg
-}
-
-// classify turns a connect error into a short, countable reason.
-func classify(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "no ephemeral port (EADDRNOTAVAIL)"
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		return "too many open files"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "closed before response"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	}
-	s := err.Error()
-	if strings.HasPrefix(s, "status ") {
-		return s
-	}
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
 }
 
 // sleepCtx sleeps d and reports whether ctx is still live.

@@ -5,12 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"os"
-	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -18,15 +15,13 @@ import (
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/procstat"
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/result"
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/stats"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/workerproc"
 )
 
 // workerProc is one worker process as the coordinator sees it.
 type workerProc struct {
-	idx   int
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	enc   *json.Encoder
-	msgs  chan workerMsg // closed when the worker's stdout ends
+	*workerproc.Proc
+	msgs chan workerMsg // closed when the worker's stdout ends
 }
 
 // coordinator runs one load test: workers connect, the coordinator publishes
@@ -197,10 +192,6 @@ func (c *coordinator) sampleRSS() (stop func()) {
 
 func (c *coordinator) startWorkers(addr, hostHeader string) error {
 	o := c.o
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
-	}
 	maxSeq := int64(o.publishes+o.fillPublishes)*int64(o.channels) + int64(math.Round(o.publishRate*o.publishDuration.Seconds()))
 	perMille := int(math.Round(o.slowFraction * 1000))
 	deadline := time.Now().Add(o.timeout + 10*time.Second) // workers outlive the coordinator's deadline a little, then quit
@@ -214,34 +205,22 @@ func (c *coordinator) startWorkers(addr, hostHeader string) error {
 			ConnectTimeoutMs: o.connectTimeout.Milliseconds(), Strict: o.strict, MaxSeq: maxSeq,
 			DeadlineUnixNs: deadline.UnixNano(), ReadBuf: o.readBuf,
 		}
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(w))
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
+		p, err := workerproc.Start(workerEnv, w, cfg)
 		if err != nil {
 			return err
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start worker %d: %w", w, err)
-		}
-		wp := &workerProc{idx: w, cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), msgs: make(chan workerMsg, 16)}
+		wp := &workerProc{Proc: p, msgs: make(chan workerMsg, 16)}
 		c.workers = append(c.workers, wp)
-		go wp.readLoop(stdout)
-		if err := wp.enc.Encode(cfg); err != nil {
-			return fmt.Errorf("configure worker %d: %w", w, err)
-		}
+		go wp.readLoop()
 	}
 	c.logf("%d worker(s) connecting %d streams over %d channel(s) to %s", o.workers, o.conns, o.channels, addr)
 	return nil
 }
 
-func (wp *workerProc) readLoop(r io.Reader) {
+// readLoop hands the worker's answers to msgs until its stdout ends.
+func (wp *workerProc) readLoop() {
 	defer close(wp.msgs)
-	sc := bufio.NewScanner(r)
+	sc := bufio.NewScanner(wp.Out)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		var m workerMsg
@@ -257,21 +236,21 @@ func (c *coordinator) expect(wp *workerProc, want string) (workerMsg, error) {
 	select {
 	case m, ok := <-wp.msgs:
 		if !ok {
-			return m, fmt.Errorf("worker %d exited", wp.idx)
+			return m, fmt.Errorf("worker %d exited", wp.Index)
 		}
 		if m.Type != want {
-			return m, fmt.Errorf("worker %d: got %q (%s), want %q", wp.idx, m.Type, m.Error, want)
+			return m, fmt.Errorf("worker %d: got %q (%s), want %q", wp.Index, m.Type, m.Error, want)
 		}
 		return m, nil
 	case <-c.ctx.Done():
-		return workerMsg{}, fmt.Errorf("waiting for worker %d %s: %w", wp.idx, want, c.ctx.Err())
+		return workerMsg{}, fmt.Errorf("waiting for worker %d %s: %w", wp.Index, want, c.ctx.Err())
 	}
 }
 
 func (c *coordinator) broadcast(cmd command) error {
 	for _, wp := range c.workers {
-		if err := wp.enc.Encode(cmd); err != nil {
-			return fmt.Errorf("worker %d: %w", wp.idx, err)
+		if err := wp.Send(cmd); err != nil {
+			return fmt.Errorf("worker %d: %w", wp.Index, err)
 		}
 	}
 	return nil
@@ -346,7 +325,7 @@ func (c *coordinator) finishWorkers() error {
 		return err
 	}
 	var lat stats.Hist
-	seqs := map[int64]seqResult{}
+	seqs := map[int64]stats.SeqCount{}
 	var res []workerMsg
 	for _, wp := range c.workers {
 		m, err := c.expect(wp, "result")
@@ -421,21 +400,15 @@ func (c *coordinator) finishWorkers() error {
 // bounded time, kills stragglers, and accounts the workers' own cost.
 func (c *coordinator) stopWorkers() {
 	for _, wp := range c.workers {
-		_ = wp.stdin.Close()
+		wp.CloseInput()
 	}
 	for _, wp := range c.workers {
-		done := make(chan error, 1)
-		go func() { done <- wp.cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = wp.cmd.Process.Kill()
-			<-done
-			c.problem("worker %d did not exit: killed", wp.idx)
+		if wp.Wait(10 * time.Second) {
+			c.problem("worker %d did not exit: killed", wp.Index)
 		}
 		for range wp.msgs { // drain: readLoop ends with the process's stdout
 		}
-		if ps := wp.cmd.ProcessState; ps != nil {
+		if ps := wp.Cmd.ProcessState; ps != nil {
 			if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 				c.sum.Generator.CPUS += time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 				c.sum.Generator.MaxRSSBytes = max(c.sum.Generator.MaxRSSBytes, ru.Maxrss*1024)

@@ -57,23 +57,16 @@ type workerMsg struct {
 	ClosedReaders int    `json:"closed_readers,omitempty"`
 
 	// result
-	PrePhase       uint64          `json:"pre_phase,omitempty"`
-	Duplicates     uint64          `json:"duplicates,omitempty"`
-	OtherEvents    uint64          `json:"other_events,omitempty"`
-	Comments       uint64          `json:"comments,omitempty"`
-	ProtocolErrors uint64          `json:"protocol_errors,omitempty"`
-	ProtocolSample string          `json:"protocol_sample,omitempty"`
-	ClosedSlow     int             `json:"closed_slow,omitempty"`
-	Latency        *stats.Snapshot `json:"latency,omitempty"`
-	Seqs           []seqResult     `json:"seqs,omitempty"`
+	PrePhase       uint64           `json:"pre_phase,omitempty"`
+	Duplicates     uint64           `json:"duplicates,omitempty"`
+	OtherEvents    uint64           `json:"other_events,omitempty"`
+	Comments       uint64           `json:"comments,omitempty"`
+	ProtocolErrors uint64           `json:"protocol_errors,omitempty"`
+	ProtocolSample string           `json:"protocol_sample,omitempty"`
+	ClosedSlow     int              `json:"closed_slow,omitempty"`
+	Latency        *stats.Snapshot  `json:"latency,omitempty"`
+	Seqs           []stats.SeqCount `json:"seqs,omitempty"`
 
 	// fatal
 	Error string `json:"error,omitempty"`
-}
-
-// seqResult is one publish as seen by one worker.
-type seqResult struct {
-	Seq   int64 `json:"s"`
-	Count int64 `json:"n"`
-	MaxNs int64 `json:"max"`
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -57,19 +56,6 @@ func streamRequest(base *url.URL, hostHeader, channel string) []byte {
 	b.WriteString(hostHeader)
 	b.WriteString("\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: sse-gateway-loadgen\r\n\r\n")
 	return []byte(b.String())
-}
-
-// sourceIP returns the local address for global connection index i: one of n
-// addresses counting up from 127.0.0.2, so each address needs at most
-// N/n ephemeral ports (about 28k exist per address and destination).
-func sourceIP(i, n int) net.IP {
-	if n <= 0 {
-		return nil
-	}
-	v := uint32(0x7f000002) + uint32(i%n)
-	ip := make(net.IP, 4)
-	binary.BigEndian.PutUint32(ip, v)
-	return ip
 }
 
 // channelOf returns the channel index of global connection i with k channels.

@@ -76,21 +76,6 @@ func TestStreamRequest(t *testing.T) {
 	}
 }
 
-func TestSourceIP(t *testing.T) {
-	if ip := sourceIP(0, 64); ip.String() != "127.0.0.2" {
-		t.Fatalf("sourceIP(0) = %v", ip)
-	}
-	if ip := sourceIP(65, 64); ip.String() != "127.0.0.3" {
-		t.Fatalf("sourceIP(65) = %v", ip)
-	}
-	if ip := sourceIP(299, 300); ip.String() != "127.0.1.45" {
-		t.Fatalf("sourceIP(299, 300) = %v", ip)
-	}
-	if sourceIP(5, 0) != nil {
-		t.Fatal("0 source IPs must leave the choice to the kernel")
-	}
-}
-
 func TestIsSlowExactSharePerChannel(t *testing.T) {
 	for _, tc := range []struct{ n, k, perMille, wantPerChan int }{
 		{15000, 100, 100, 15},
@@ -125,17 +110,3 @@ func TestPayloadRoundTrip(t *testing.T) {
 		}
 	}
 }
-
-func TestClassify(t *testing.T) {
-	if got := classify(errString("status 503")); got != "status 503" {
-		t.Fatalf("classify = %q", got)
-	}
-	long := strings.Repeat("x", 200)
-	if got := classify(errString(long)); len(got) != 80 {
-		t.Fatalf("long reason not truncated: %d", len(got))
-	}
-}
-
-type errString string
-
-func (e errString) Error() string { return string(e) }

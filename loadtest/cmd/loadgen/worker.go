@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,11 +18,12 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/sseparse"
 	"github.com/sse-gateway/sse-gateway/loadtest/internal/stats"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/streamclient"
+	"github.com/sse-gateway/sse-gateway/loadtest/internal/workerproc"
 )
 
 const histShards = 32
@@ -55,17 +55,12 @@ type worker struct {
 		mu sync.Mutex
 		h  stats.Hist
 	}
-	seqs []seqStat // index = seq
+	seqs *stats.Seqs
 
 	mu    sync.Mutex // guards conns
 	conns []*streamConn
 
 	readers sync.WaitGroup // one per connection goroutine
-}
-
-type seqStat struct {
-	count atomic.Int64
-	maxNs atomic.Int64
 }
 
 // streamConn is one SSE connection. Fields are owned by its goroutine.
@@ -91,21 +86,17 @@ type connectOutcome struct {
 
 func runWorker() error {
 	debug.SetGCPercent(400) // the generator's heap is small; fewer GCs, less noise
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 64<<10), 1<<20)
-	if !in.Scan() {
-		return errors.New("worker: no config on stdin")
-	}
 	var cfg workerConfig
-	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
-		return fmt.Errorf("worker: decode config: %w", err)
+	in, err := workerproc.ReadConfig(os.Stdin, 1<<20, &cfg)
+	if err != nil {
+		return err
 	}
 	base, err := url.Parse(cfg.URL)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w := &worker{cfg: cfg, base: base, out: json.NewEncoder(os.Stdout)}
-	w.seqs = make([]seqStat, cfg.MaxSeq+1)
+	w.seqs = stats.NewSeqs(cfg.MaxSeq)
 	w.reqs = make([][]byte, cfg.Channels)
 	for c := range w.reqs {
 		w.reqs[c] = streamRequest(base, cfg.HostHeader, channelName(cfg.ChannelPrefix, c))
@@ -114,20 +105,7 @@ func runWorker() error {
 	ctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, cfg.DeadlineUnixNs))
 	defer cancel()
 	// The coordinator going away (stdin closed) or the deadline ends the worker.
-	cmds := make(chan command)
-	go func() {
-		defer close(cmds)
-		for in.Scan() {
-			var c command
-			if json.Unmarshal(in.Bytes(), &c) == nil {
-				select {
-				case cmds <- c:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
+	cmds := workerproc.Commands[command](ctx, in)
 
 	connCtx, cancelConns := context.WithCancel(ctx)
 	defer cancelConns()
@@ -229,7 +207,7 @@ func (c *streamConn) run(ctx context.Context, sem chan struct{}, outcomes chan<-
 	body, err := c.open(ctx)
 	<-sem
 	if err != nil {
-		o.reason = classify(err)
+		o.reason = streamclient.Classify(err)
 		outcomes <- o
 		return
 	}
@@ -251,27 +229,11 @@ func (c *streamConn) run(ctx context.Context, sem chan struct{}, outcomes chan<-
 func (c *streamConn) open(ctx context.Context) (io.Reader, error) {
 	cfg := &c.w.cfg
 	timeout := time.Duration(cfg.ConnectTimeoutMs) * time.Millisecond
-	d := net.Dialer{
-		Timeout: timeout,
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				// Pick the port at connect time, not bind time: many source
-				// addresses then share the ephemeral range without EADDRINUSE.
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-				if serr == nil && c.slow && cfg.SlowRcvBuf > 0 {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.SlowRcvBuf)
-				}
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		},
+	rcvBuf := 0
+	if c.slow {
+		rcvBuf = cfg.SlowRcvBuf
 	}
-	if ip := sourceIP(c.idx, cfg.SourceIPs); ip != nil {
-		d.LocalAddr = &net.TCPAddr{IP: ip}
-	}
+	d := streamclient.Dialer(timeout, streamclient.SourceIP(c.idx, cfg.SourceIPs), rcvBuf)
 	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
@@ -308,31 +270,20 @@ func (c *streamConn) read(body io.Reader) {
 		OnEvent:   c.onEvent,
 		OnComment: func([]byte) { w.comments.Add(1) },
 	}
-	buf := make([]byte, 512)
-	for {
-		n, err := body.Read(buf)
-		if n > 0 {
-			if perr := p.Feed(buf[:n]); perr != nil {
-				w.protocolError(perr)
-				c.nc.Close()
-				return
-			}
-		}
-		if err != nil {
-			if !w.closing.Load() {
-				w.closedRead.Add(1)
-			}
-			return
-		}
+	if err := streamclient.Read(body, &p); err != nil {
+		w.protocolError(err)
+		c.nc.Close()
+		return
+	}
+	if !w.closing.Load() {
+		w.closedRead.Add(1)
 	}
 }
-
-var messageType = []byte("message")
 
 func (c *streamConn) onEvent(ev *sseparse.Event) {
 	now := time.Now().UnixNano()
 	w := c.w
-	if !bytes.Equal(ev.Type, messageType) {
+	if !ev.IsMessage() {
 		w.otherEvents.Add(1)
 		return
 	}
@@ -362,16 +313,7 @@ func (c *streamConn) onEvent(ev *sseparse.Event) {
 	sh.mu.Lock()
 	sh.h.Record(lat)
 	sh.mu.Unlock()
-	if m.Seq > 0 && m.Seq < int64(len(w.seqs)) {
-		s := &w.seqs[m.Seq]
-		s.count.Add(1)
-		for {
-			cur := s.maxNs.Load()
-			if lat <= cur || s.maxNs.CompareAndSwap(cur, lat) {
-				break
-			}
-		}
-	}
+	w.seqs.Record(m.Seq, lat)
 	w.delivered.Add(1)
 }
 
@@ -442,37 +384,6 @@ func (w *worker) result() workerMsg {
 	if msg.ProtocolErrors > 0 {
 		msg.ProtocolSample = w.sample
 	}
-	for s := range w.seqs {
-		if n := w.seqs[s].count.Load(); n > 0 {
-			msg.Seqs = append(msg.Seqs, seqResult{Seq: int64(s), Count: n, MaxNs: w.seqs[s].maxNs.Load()})
-		}
-	}
+	msg.Seqs = w.seqs.Snapshot()
 	return msg
-}
-
-// classify turns a connect error into a short, countable reason.
-func classify(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "no ephemeral port (EADDRNOTAVAIL)"
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		return "too many open files"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "closed before response"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	}
-	s := err.Error()
-	if strings.HasPrefix(s, "status ") || strings.HasPrefix(s, "content-type") {
-		return s
-	}
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
 }

@@ -20,9 +20,9 @@ type nodeStats struct {
 
 // snapshot reads every node's counters.
 func (c *cluster) snapshot(ctx context.Context) ([]nodeStats, error) {
-	out := make([]nodeStats, 0, len(c.nodes))
-	for _, n := range c.nodes {
-		cl := n.client()
+	out := make([]nodeStats, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		cl := nodeClient(n)
 		info, err := cl.Info(ctx, "stats", "cpu", "commandstats", "replication").Result()
 		var ci string
 		if err == nil {
@@ -30,14 +30,14 @@ func (c *cluster) snapshot(ctx context.Context) ([]nodeStats, error) {
 		}
 		cl.Close()
 		if err != nil {
-			return nil, fmt.Errorf("INFO of %s: %w", n.addr, err)
+			return nil, fmt.Errorf("INFO of %s: %w", n.Addr(), err)
 		}
-		s := nodeStats{addr: n.addr, v: map[string]float64{}}
+		s := nodeStats{addr: n.Addr(), v: map[string]float64{}}
 		parseInfo(info+"\n"+ci, s.v)
 		// Redis 7.0 counts no cluster bus bytes; what the process wrote to every socket and
 		// file, less what INFO says it sent to clients and replicas, is the bus (and a few
 		// log lines).
-		io, err := procstat.ReadIO(n.cmd.Process.Pid)
+		io, err := procstat.ReadIO(n.PID())
 		if err != nil {
 			return nil, err
 		}

@@ -136,7 +136,7 @@ func compare(ctx context.Context, cfg config, logw io.Writer) ([]*modeResult, er
 	if err != nil {
 		return nil, err
 	}
-	defer cl.stop()
+	defer cl.Stop()
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	env := &runEnv{cfg: cfg, dir: dir, bin: bin, cluster: cl, key: hex.EncodeToString(key), log: logw}

@@ -91,7 +91,7 @@ func (e *runEnv) runMode(ctx context.Context, mode string) (*modeResult, error) 
 		baseMs: time.Now().UnixMilli(), gwChans: make([]int, cfg.gateways), rounds: make([]int64, cfg.channels)}
 	m.cl = newClient(e.key, channelName)
 	defer m.cl.hc.CloseIdleConnections()
-	m.cc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: e.cluster.addrs()})
+	m.cc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: e.cluster.Addrs()})
 	defer m.cc.Close()
 	defer func() {
 		for _, st := range m.streams {
@@ -102,7 +102,7 @@ func (e *runEnv) runMode(ctx context.Context, mode string) (*modeResult, error) 
 		}
 	}()
 	for i := range cfg.gateways {
-		g, err := startGateway(ctx, e.bin, fmt.Sprintf("%s%d", mode, i), "--redis-url", e.cluster.url(), "--redis-pubsub", mode,
+		g, err := startGateway(ctx, e.bin, fmt.Sprintf("%s%d", mode, i), "--redis-url", e.cluster.URL(), "--redis-pubsub", mode,
 			"--keys-file", e.keysFile, "--admin-token", e.key)
 		if err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -11,21 +12,22 @@ import (
 func render(w io.Writer, cfg config, res []*modeResult) {
 	fmt.Fprintf(w, "%d gateways, 3+3 Redis Cluster, %d channels (each streamed on %d gateway(s), %d stream(s) per gateway), %d publishes at %d/s round-robin over the channels\n\n",
 		cfg.gateways, cfg.channels, cfg.spread, cfg.streamsPerChannel, cfg.publishes, cfg.rate)
-	head := "| per publish (publish phase) |"
-	sep := "|---|"
-	for _, r := range res {
-		head += " " + r.label + " |"
-		sep += "---|"
-	}
-	fmt.Fprintln(w, head)
-	fmt.Fprintln(w, sep)
-	row := func(name string, f func(r *modeResult) string) {
-		line := "| " + name + " |"
+	// Both summary tables have a column per run, named by its label.
+	header := func(first string) {
+		cells := []string{first}
 		for _, r := range res {
-			line += " " + f(r) + " |"
+			cells = append(cells, r.label)
 		}
-		fmt.Fprintln(w, line)
+		writeHeader(w, cells)
 	}
+	row := func(name string, f func(r *modeResult) string) {
+		cells := []string{name}
+		for _, r := range res {
+			cells = append(cells, f(r))
+		}
+		fmt.Fprintln(w, mdRow(cells))
+	}
+	header("per publish (publish phase)")
 	perPub := func(r *modeResult, x float64) float64 { return x / float64(r.publishes) }
 	nodeSum := func(key string) func(r *modeResult) float64 {
 		return func(r *modeResult) float64 { return sum(r.nodes, key) }
@@ -79,8 +81,7 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 	}))
 	fmt.Fprintln(w)
 
-	fmt.Fprintln(w, strings.Replace(head, "per publish (publish phase)", "streams", 1))
-	fmt.Fprintln(w, sep)
+	header("streams")
 	row("delivery latency p50 / p99 / max (ms)", func(r *modeResult) string {
 		return fmt.Sprintf("%.2f / %.2f / %.1f", r.latency.P50, r.latency.P99, r.latency.Max)
 	})
@@ -103,40 +104,64 @@ func render(w io.Writer, cfg config, res []*modeResult) {
 
 	fmt.Fprintln(w, "Publish phase of each mode's first run, per gateway and per node:")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | gateway | channels | streams | events received | per publish | CPU (ms) | bytes read |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-	for _, r := range res {
-		if !r.first {
-			continue
-		}
-		for _, g := range r.gateways {
-			fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %.3f | %.0f | %d |\n", r.mode, g.name, g.channels, g.streams,
-				g.received, g.received/float64(r.publishes), g.cpu.Seconds()*1e3, g.readBytes)
-		}
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | node | role | commands | bytes to clients | replication bytes | bus messages sent (bytes) / received | bus PUBLISH received | CPU (ms) |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
-	for _, r := range res {
-		if !r.first {
-			continue
-		}
-		for i, n := range r.nodes {
-			role := "replica"
-			if n.master {
-				role = "master"
+	whole := func(x float64) string { return fmt.Sprintf("%.0f", x) }
+	firstRunsTable(w, res, []string{"mode", "gateway", "channels", "streams", "events received", "per publish", "CPU (ms)", "bytes read"},
+		func(r *modeResult) [][]string {
+			var rows [][]string
+			for _, g := range r.gateways {
+				rows = append(rows, []string{r.mode, g.name, strconv.Itoa(g.channels), strconv.Itoa(g.streams),
+					whole(g.received), fmt.Sprintf("%.3f", g.received/float64(r.publishes)),
+					whole(g.cpu.Seconds() * 1e3), strconv.FormatInt(g.readBytes, 10)})
 			}
-			fmt.Fprintf(w, "| %s | n%d | %s | %.0f | %.0f | %.0f | %.0f (%.0f) / %.0f | %.0f | %.0f |\n", r.mode, i, role,
-				n.v["total_commands_processed"], n.v["total_net_output_bytes"]-n.v["total_net_repl_output_bytes"],
-				n.v["total_net_repl_output_bytes"], n.v["cluster_stats_messages_sent"], n.v["proc_wchar"]-n.v["total_net_output_bytes"], n.v["cluster_stats_messages_received"],
-				n.v["cluster_stats_messages_publish_received"]+n.v["cluster_stats_messages_publishshard_received"], n.cpuSeconds()*1e3)
-		}
-	}
+			return rows
+		})
+	fmt.Fprintln(w)
+	firstRunsTable(w, res, []string{"mode", "node", "role", "commands", "bytes to clients", "replication bytes",
+		"bus messages sent (bytes) / received", "bus PUBLISH received", "CPU (ms)"},
+		func(r *modeResult) [][]string {
+			var rows [][]string
+			for i, n := range r.nodes {
+				role := "replica"
+				if n.master {
+					role = "master"
+				}
+				rows = append(rows, []string{r.mode, "n" + strconv.Itoa(i), role,
+					whole(n.v["total_commands_processed"]), whole(n.v["total_net_output_bytes"] - n.v["total_net_repl_output_bytes"]),
+					whole(n.v["total_net_repl_output_bytes"]),
+					fmt.Sprintf("%.0f (%.0f) / %.0f", n.v["cluster_stats_messages_sent"], n.v["proc_wchar"]-n.v["total_net_output_bytes"], n.v["cluster_stats_messages_received"]),
+					whole(n.v["cluster_stats_messages_publish_received"] + n.v["cluster_stats_messages_publishshard_received"]), whole(n.cpuSeconds() * 1e3)})
+			}
+			return rows
+		})
 	for _, r := range res {
 		fmt.Fprintf(w, "\n%s: publish phase %v (first publish to the last delivery, plus 1 s for the last store writes)", r.label, r.elapsed.Round(100*1e6))
 	}
 	fmt.Fprintln(w)
 }
+
+// firstRunsTable writes a markdown table of the first run of each mode (a repeat would
+// only say the same again): the header columns, then the rows a run gives, one slice of
+// cells a row.
+func firstRunsTable(w io.Writer, res []*modeResult, columns []string, rows func(r *modeResult) [][]string) {
+	writeHeader(w, columns)
+	for _, r := range res {
+		if !r.first {
+			continue
+		}
+		for _, cells := range rows(r) {
+			fmt.Fprintln(w, mdRow(cells))
+		}
+	}
+}
+
+// writeHeader writes a markdown table's header row and the separator under it.
+func writeHeader(w io.Writer, columns []string) {
+	fmt.Fprintln(w, mdRow(columns))
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", len(columns)))
+}
+
+// mdRow is one markdown table row.
+func mdRow(cells []string) string { return "| " + strings.Join(cells, " | ") + " |" }
 
 // busBytes is what the nodes wrote that INFO does not count as sent to clients or replicas:
 // the cluster bus.

@@ -25,6 +25,10 @@ type Event struct {
 	Data []byte // data lines joined with '\n', without the trailing '\n'
 }
 
+// IsMessage reports whether ev has the default type, message: what a gateway's publishes
+// are sent as.
+func (ev *Event) IsMessage() bool { return bytes.Equal(ev.Type, messageType) }
+
 // Parser turns a byte stream into events and comments. The zero value is ready
 // to use once OnEvent is set. A Parser is not safe for concurrent use.
 type Parser struct {

@@ -101,3 +101,14 @@ func TestParserRetry(t *testing.T) {
 		t.Fatalf("retry values = %v, want [2500 7]", got)
 	}
 }
+
+func TestIsMessage(t *testing.T) {
+	var got []bool
+	p := Parser{OnEvent: func(ev *Event) { got = append(got, ev.IsMessage()) }}
+	if err := p.Feed([]byte("data: a\n\nevent: message\ndata: b\n\nevent: other\ndata: c\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, true, false}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("IsMessage %v, want %v", got, want)
+	}
+}

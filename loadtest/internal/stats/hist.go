@@ -1,6 +1,6 @@
 // Package stats holds the load generator's latency statistics: a mergeable
-// log-linear histogram (bounded memory whatever the sample count) and exact
-// quantiles for short lists.
+// log-linear histogram (bounded memory whatever the sample count), exact
+// quantiles for short lists, and per-publish delivery counts (Seqs).
 package stats
 
 import (
