@@ -30,7 +30,21 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 	if g.cfg.MetricsAddr == "" {
 		r.Handle("/metrics", metrics).Methods(http.MethodGet)
 	}
-	return r
+	return streamsFirst{streams: g.streams, rest: r}
+}
+
+// streamsFirst hands stream requests to the stream server without going through the router:
+// they are nearly all the requests --addr serves, and gorilla/mux's match copies each request
+// (the route goes in a new context), garbage a connect storm pays for in GC. Any other path,
+// and a stream path the router would clean up or redirect, goes to the router as before.
+type streamsFirst struct{ streams, rest http.Handler }
+
+func (h streamsFirst) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/event-stream" {
+		h.streams.ServeHTTP(w, r)
+		return
+	}
+	h.rest.ServeHTTP(w, r)
 }
 
 // metricsMux serves --metrics-addr: /metrics, and /debug/pprof when enabled (never on the

@@ -55,8 +55,16 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	if r.Context().Value(tunedKey{}) == nil {
 		s.tuneSocket(fd) // not accepted through ConnContext (an embedding server)
 	}
-	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, b, channels, from, responseHead(cors))
+	head := plainHead
+	if cors != "" {
+		head = responseHead(cors)
+	}
+	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, b, channels, from, head)
 }
+
+// plainHead is the head of every taken-over stream without CORS headers (most: SDKs outside a
+// browser), shared: nothing writes to it.
+var plainHead = responseHead("")
 
 // responseHead is what net/http would have written for a stream response on HTTP/1.1 (see
 // writeHeaders), followed by a first heartbeat chunk that makes clients see the stream open.
