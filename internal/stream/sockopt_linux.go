@@ -50,8 +50,8 @@ func (s *Server) tuneSocket(fd int) {
 // duplicate of its descriptor (close-on-exec, and non-blocking like the original: the two
 // share the flag) and closes the connection, which takes the original out of the runtime's
 // netpoller. A taken-over stream then holds an int instead of a net.Conn: no netFD, no
-// addresses, no netpoller descriptor (about 0.3 KiB a stream, measured by TestStreamMemory),
-// and the runtime's poller is not woken by the stream's socket. The caller owns the returned
+// addresses, no runtime poll descriptor, and the runtime's poller is not woken by the
+// stream's socket (see the package doc for what it saved). The caller owns the returned
 // descriptor and closes it with unix.Close.
 func detach(nc net.Conn) (int, error) {
 	if w, ok := nc.(*trackedConn); ok {

@@ -42,12 +42,13 @@ func newMailbox() *mailbox {
 }
 
 // put stores ev as its channel's pending event unless a newer one is already pending.
-// It never blocks beyond a short critical section.
-func (q *mailbox) put(ev event) {
+// It reports whether ev replaced an older pending event, which is then never delivered (the
+// dispatchers are behind the event rate). It never blocks beyond a short critical section.
+func (q *mailbox) put(ev event) (superseded bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return
+		return false
 	}
 	b := q.boxes[ev.channel]
 	if b == nil {
@@ -55,8 +56,9 @@ func (q *mailbox) put(ev event) {
 		q.boxes[ev.channel] = b
 	}
 	if b.pending && !b.ev.payload.Version().Less(ev.payload.Version()) {
-		return // the pending event is the same or newer: the hub would drop this one
+		return false // the pending event is the same or newer: the hub would drop this one
 	}
+	superseded = b.pending
 	b.ev = ev
 	if !b.pending {
 		b.pending = true
@@ -65,6 +67,7 @@ func (q *mailbox) put(ev event) {
 			q.cond.Signal()
 		}
 	}
+	return superseded
 }
 
 // take waits for pending events and moves up to max of them (one per channel) in flight.

@@ -67,6 +67,7 @@ func malformedReason(err error) MalformedReason {
 // metrics are the subscriber's collectors; every field is safe for concurrent use.
 type metrics struct {
 	received   prometheus.Counter
+	superseded prometheus.Counter // replaced in the mailbox by a newer event of their channel
 	malformed  *prometheus.CounterVec
 	rejected   [numMalformedReasons]prometheus.Counter // malformed, by reason
 	connected  prometheus.Gauge
@@ -93,6 +94,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_received_total",
 			Help: "Events received from the Redis subscription (probes excluded), valid or not.",
+		}),
+		superseded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "events_superseded_total",
+			Help: "Events from Redis replaced by a newer event of their channel before a dispatcher took them (delivery behind the event rate): the newer one is delivered, the older never.",
 		}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_malformed_total",
@@ -147,7 +152,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected[r] = m.malformed.WithLabelValues(r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending, m.seedPending, m.writeBackPending, m.writeBackDropped, m.shardSubs, m.shardOps, m.shardNodeUp)
+		reg.MustRegister(m.received, m.superseded, m.malformed, m.connected, m.reconnects, m.probeRTT, m.resyncPending, m.seedPending, m.writeBackPending, m.writeBackDropped, m.shardSubs, m.shardOps, m.shardNodeUp)
 	}
 	return m
 }

@@ -422,7 +422,9 @@ func (r *Redis) handle(m *redis.Message) {
 		r.malformedLog.Log(slog.LevelWarn, "ignoring malformed event", "channel", name, "err", err)
 		return
 	}
-	r.mailbox.put(event{channel: name, payload: p, received: now, stored: stored})
+	if r.mailbox.put(event{channel: name, payload: p, received: now, stored: stored}) {
+		r.metrics.superseded.Inc()
+	}
 }
 
 // catchUp has the seeder look channel up in the store when a stored notice names a version

@@ -390,6 +390,15 @@ func TestSlowHubNeverBlocksReadLoop(t *testing.T) {
 		}
 		waitFor(t, waitLimit, "the newest event of "+ch+" stored", func() bool { return e.stored(ch) == newest })
 	}
+	// Every event received either reached the hub or was replaced in the mailbox by a newer
+	// one of its channel, and counted so.
+	handed := 0
+	for c := range channels {
+		handed += len(e.hub.messages(fmt.Sprintf("ch%d", c), false))
+	}
+	if superseded := int(testutil.ToFloat64(e.b.metrics.superseded)); superseded == 0 || handed+superseded != channels*perChannel {
+		t.Errorf("%d events reached the hub and %d were counted superseded, of %d received", handed, superseded, channels*perChannel)
+	}
 }
 
 func TestTwoInstancesOneRedis(t *testing.T) {

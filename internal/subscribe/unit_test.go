@@ -14,10 +14,17 @@ func TestMailboxKeepsNewestPerChannel(t *testing.T) {
 	ev := func(ch string, lm int64) event {
 		return event{channel: ch, payload: payload(t, "e", lm)}
 	}
-	for lm := int64(1); lm <= 100; lm++ {
-		q.put(ev("a", lm))
+	if q.put(ev("a", 1)) {
+		t.Fatal("the first event of a channel reported as superseding one")
 	}
-	q.put(ev("a", 50)) // older than pending: ignored
+	for lm := int64(2); lm <= 100; lm++ {
+		if !q.put(ev("a", lm)) {
+			t.Fatalf("a@%d did not report superseding a@%d", lm, lm-1)
+		}
+	}
+	if q.put(ev("a", 50)) { // older than pending: ignored
+		t.Fatal("an older event reported as superseding the pending one")
+	}
 	q.put(ev("b", 7))
 	batch := q.take(nil, 10)
 	if len(batch) != 2 || batch[0].channel != "a" || batch[0].payload.LastModified != 100 || batch[1].channel != "b" {
