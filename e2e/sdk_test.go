@@ -226,7 +226,9 @@ func clientSDKScenario(t *testing.T, run clientSDKRun) {
 	gw := startGateway(t, gatewayConfig{RedisURL: rs.URL(), KeysFile: writeKeysFile(t, key, run.channelPrefix+"_*"), Extra: drain})
 	cdn := startCDN(t)
 	const cfgPath = "/v1/sdkConfig"
-	sseURL := gw.streamURL(channel, key)
+	// Through a balancer, as in production: the drain below restarts the lone gateway on its
+	// address, and a client must find it back rather than a refused port (see balancer).
+	sseURL := "http://" + startBalancer(t, gw).Addr + streamPath(channel, key)
 	version := versions(client)
 	set := func(v configVersion) { cdn.setClientConfig(sdkKey, flagKey, v.Value, v.Etag, v.LastModified, sseURL) }
 
