@@ -130,16 +130,21 @@ type slot struct {
 
 // Subscription is one sink's registration on a set of channels.
 type Subscription struct {
-	sink  Sink       // immutable
-	chans []*channel // set by Subscribe; chans[i] is cleared by Unsubscribe
-	// pos[i] is this subscription's index in chans[i].slots; sent[i] is the newest version
-	// offered on chans[i]. Both are guarded by chans[i].mu.
-	pos  []int
-	sent []Version
+	sink Sink // immutable
+	// on[i] is the subscription to its i-th channel: one slice, not one per field, which
+	// saves two allocations per subscribe and 48 bytes per stream.
+	on   []membership
 	gone atomic.Bool // set by the first Unsubscribe
 	// fromNow: the sink takes what is published after it subscribed, not the newest
 	// message the hub holds or the store seeds at its subscription. Immutable.
 	fromNow bool
+}
+
+// membership is a subscription's place on one channel.
+type membership struct {
+	ch   *channel // set by Subscribe; cleared by Unsubscribe
+	pos  int      // guarded by ch.mu: the subscription's index in ch.slots
+	sent Version  // guarded by ch.mu: the newest version offered on ch
 }
 
 type task struct {
@@ -232,9 +237,7 @@ func (h *Hub) SubscribeFromNow(sink Sink, channels []string) (*Subscription, []i
 func (h *Hub) subscribe(sink Sink, channels []string, floor Version, fromNow bool) (*Subscription, []int) {
 	s := &Subscription{
 		sink:    sink,
-		chans:   make([]*channel, len(channels)),
-		pos:     make([]int, len(channels)),
-		sent:    make([]Version, len(channels)),
+		on:      make([]membership, len(channels)),
 		fromNow: fromNow,
 	}
 	var unseeded []int
@@ -250,9 +253,7 @@ func (h *Hub) subscribe(sink Sink, channels []string, floor Version, fromNow boo
 		sh.mu.Unlock()
 
 		ch.mu.Lock()
-		s.chans[i] = ch
-		s.pos[i] = len(ch.slots)
-		s.sent[i] = floor
+		s.on[i] = membership{ch: ch, pos: len(ch.slots), sent: floor}
 		ch.slots = append(ch.slots, slot{sub: s, idx: i})
 		if ch.labeled {
 			h.metrics.chanSubs.WithLabelValues(name).Inc()
@@ -261,7 +262,7 @@ func (h *Hub) subscribe(sink Sink, channels []string, floor Version, fromNow boo
 			unseeded = append(unseeded, i)
 		}
 		if m := ch.latest; m != nil && floor.Less(m.Version) {
-			s.sent[i] = m.Version
+			s.on[i].sent = m.Version
 			if !fromNow {
 				sink.Offer(i, m)
 			}
@@ -291,16 +292,17 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	if s == nil || s.gone.Swap(true) {
 		return
 	}
-	for i, ch := range s.chans {
+	for i := range s.on {
+		ch := s.on[i].ch
 		if ch == nil {
 			continue
 		}
 		ch.mu.Lock()
-		p := s.pos[i]
+		p := s.on[i].pos
 		last := len(ch.slots) - 1
 		moved := ch.slots[last]
 		ch.slots[p] = moved
-		moved.sub.pos[moved.idx] = p
+		moved.sub.on[moved.idx].pos = p
 		ch.slots[last] = slot{}
 		ch.slots = ch.slots[:last]
 		if cap(ch.slots) > 64 && len(ch.slots) < cap(ch.slots)/4 {
@@ -311,7 +313,7 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 			h.metrics.chanSubs.WithLabelValues(ch.name).Dec()
 		}
 		ch.mu.Unlock()
-		s.chans[i] = nil
+		s.on[i].ch = nil
 
 		sh := h.shard(ch.name)
 		sh.mu.Lock()
@@ -384,8 +386,8 @@ func (h *Hub) publish(m *Message, seed bool) int {
 		// What the store had when a stream subscribed is no news to a subscription that
 		// asked for what comes from now on and has been offered nothing on this channel.
 		for _, sl := range ch.slots {
-			if s := sl.sub; s.fromNow && s.sent[sl.idx].IsZero() {
-				s.sent[sl.idx] = m.Version
+			if on := &sl.sub.on[sl.idx]; sl.sub.fromNow && on.sent.IsZero() {
+				on.sent = m.Version
 			}
 		}
 	}
@@ -432,12 +434,34 @@ func (h *Hub) fanoutLocked(slots []slot, m *Message) int {
 func deliver(slots []slot, m *Message) {
 	for _, sl := range slots {
 		s := sl.sub
-		if !s.sent[sl.idx].Less(m.Version) {
+		on := &s.on[sl.idx]
+		if !on.sent.Less(m.Version) {
 			continue
 		}
-		s.sent[sl.idx] = m.Version
+		on.sent = m.Version
 		s.sink.Offer(sl.idx, m)
 	}
+}
+
+// Busy reports whether any of channels is locked now, nearly always by a fan-out in progress:
+// a subscription to them made now would wait for it, which on a large channel takes a while.
+// A caller that must not wait (one accepting connections) subscribes elsewhere then. It asks
+// the lock (TryLock) rather than have every publish count itself.
+func (h *Hub) Busy(channels []string) bool {
+	for _, name := range channels {
+		sh := h.shard(name)
+		sh.mu.RLock()
+		ch := sh.chans[name]
+		sh.mu.RUnlock()
+		if ch == nil {
+			continue
+		}
+		if !ch.mu.TryLock() {
+			return true
+		}
+		ch.mu.Unlock()
+	}
+	return false
 }
 
 // Latest returns the newest message the hub holds for channel, or nil.

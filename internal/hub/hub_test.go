@@ -650,3 +650,36 @@ func TestSubscribeFromNow(t *testing.T) {
 	}
 	h.Unsubscribe(sub)
 }
+
+// gateSink blocks in Offer until released, the way a fan-out to many streams keeps its
+// channel's lock for a while.
+type gateSink struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *gateSink) Offer(int, *Message) {
+	s.entered <- struct{}{}
+	<-s.release
+}
+
+func TestBusyWhileAPublishIsInProgress(t *testing.T) {
+	h := newHub(t, Config{})
+	g := &gateSink{entered: make(chan struct{}), release: make(chan struct{})}
+	h.Subscribe(g, []string{"c"}, Version{})
+	h.Subscribe(&countSink{}, []string{"d"}, Version{})
+	if h.Busy([]string{"c", "d", "unknown"}) {
+		t.Fatal("busy before any publish")
+	}
+	published := make(chan struct{})
+	go func() { defer close(published); h.Publish(msg("c", 1, 0)) }()
+	<-g.entered
+	if !h.Busy([]string{"d", "c"}) || h.Busy([]string{"d"}) {
+		t.Fatalf("during c's fan-out: Busy(d, c) = %v, Busy(d) = %v; want true, false", h.Busy([]string{"d", "c"}), h.Busy([]string{"d"}))
+	}
+	close(g.release)
+	<-published
+	if h.Busy([]string{"c"}) {
+		t.Fatal("busy after the publish returned")
+	}
+}
