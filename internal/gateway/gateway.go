@@ -332,7 +332,13 @@ func (g *Gateway) listen() ([]*http.Server, []net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
-	servers, listeners := []*http.Server{public}, []net.Listener{g.streams.Listener(ln)}
+	// Plain HTTP/1.1 stream requests are opened without net/http (stream.Server.Listener);
+	// with TLS every request goes through net/http, which does the handshake.
+	plainPath := streamPath
+	if cfg.TLSCert != "" {
+		plainPath = ""
+	}
+	servers, listeners := []*http.Server{public}, []net.Listener{g.streams.Listener(ln, plainPath)}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

@@ -12,6 +12,9 @@ import (
 	"github.com/sse-gateway/sse-gateway/internal/httperr"
 )
 
+// streamPath is where streams are served.
+const streamPath = "/event-stream"
+
 // router serves --addr: streams, the publish API, health, readiness and, without
 // --metrics-addr, metrics. Unknown paths and methods get the gateway's JSON error.
 func (g *Gateway) router(metrics http.Handler) http.Handler {
@@ -23,7 +26,7 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		httperr.Write(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	r.Handle("/event-stream", g.streams)
+	r.Handle(streamPath, g.streams)
 	r.Handle("/v1/publish", &api.Publish{Broker: g.broker.publisher, Token: g.adminToken, MaxPayload: g.cfg.MaxPayload, MaxClockSkew: g.cfg.MaxClockSkew, ClientAddr: g.streams.ClientAddr}).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", health.Live).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", health.Readiness).Methods(http.MethodGet, http.MethodHead)
@@ -40,7 +43,7 @@ func (g *Gateway) router(metrics http.Handler) http.Handler {
 type streamsFirst struct{ streams, rest http.Handler }
 
 func (h streamsFirst) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/event-stream" {
+	if r.URL.Path == streamPath {
 		h.streams.ServeHTTP(w, r)
 		return
 	}

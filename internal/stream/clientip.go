@@ -8,13 +8,19 @@ import (
 )
 
 // clientIP is the peer address, or the X-Forwarded-For entry that a trusted proxy vouches
-// for: walking the list from the right, the first address that is not itself a trusted proxy.
+// for (see forwardedClient).
 func (s *Server) clientIP(r *http.Request) netip.Addr {
-	peer := addrOf(r.RemoteAddr)
+	return s.forwardedClient(addrOf(r.RemoteAddr), r.Header.Values("X-Forwarded-For"))
+}
+
+// forwardedClient is peer, or if peer is a trusted proxy, the client its X-Forwarded-For
+// values vouch for: walking the list from the right, the first address that is not itself a
+// trusted proxy.
+func (s *Server) forwardedClient(peer netip.Addr, forwardedFor []string) netip.Addr {
 	if len(s.cfg.TrustedProxies) == 0 || !s.trusted(peer) {
 		return peer
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	hops := strings.Split(strings.Join(forwardedFor, ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {

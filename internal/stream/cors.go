@@ -38,16 +38,11 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// corsHeaderLines renders the CORS headers for a stream written outside net/http.
-func corsHeaderLines(h http.Header) string {
-	var b strings.Builder
-	for _, k := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"} {
-		if v := h.Get(k); v != "" {
-			b.WriteString(k)
-			b.WriteString(": ")
-			b.WriteString(v)
-			b.WriteString("\r\n")
-		}
+// corsLines renders the CORS header lines setCORS would add for origin, for a response
+// written outside net/http: none when origin is not allowed.
+func (s *Server) corsLines(origin string) string {
+	if origin == "" || !s.originAllowed(origin) {
+		return ""
 	}
-	return b.String()
+	return "Access-Control-Allow-Origin: " + origin + "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
 }

@@ -142,7 +142,7 @@ func startEnv(t testing.TB, m mode, cfg Config, opts ...envOpt) *env {
 	}
 	e.srv = srv
 	e.ts = httptest.NewUnstartedServer(srv)
-	e.ts.Listener = srv.Listener(e.ts.Listener) // as the gateway serves streams
+	e.ts.Listener = srv.Listener(e.ts.Listener, "/event-stream") // as the gateway serves streams
 	e.ts.Config.ConnContext = srv.ConnContext
 	e.ts.Config.MaxHeaderBytes = maxHeaderBytes // as NewHTTPServer configures it
 	e.ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)

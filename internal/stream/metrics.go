@@ -64,6 +64,8 @@ type metrics struct {
 	bytes     prometheus.Counter
 	coalesced prometheus.Counter
 	age       prometheus.Histogram
+	opened    prometheus.Counter // opens{result="ok"}: counted per connect, looked up once
+	plain     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -92,6 +94,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: namespace, Name: "events_coalesced_total",
 			Help: "Pending events replaced by a newer one on a stream that could not take writes (invalidations are idempotent, so only the newest is kept).",
 		}),
+		plain: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "stream_requests_plain_total",
+			Help: "Stream requests read by the plain accept path, without net/http (a plain HTTP/1.1 GET that arrived whole); the rest go through net/http.",
+		}),
 		age: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "event_age_seconds",
 			Help:    "Age of an event (its lastModified) when it is written to a stream.",
@@ -104,11 +110,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for r := CloseClient; r <= CloseLifetime; r++ {
 		m.closed[r] = m.closes.WithLabelValues(r.String())
 	}
+	m.opened = m.opens.WithLabelValues("ok")
 	m.events = m.frames.WithLabelValues(frameEvent)
 	m.beats = m.frames.WithLabelValues(frameHeartbeat)
 	m.frames.WithLabelValues(frameRetry)
 	if reg != nil {
-		reg.MustRegister(m.open, m.opens, m.closes, m.frames, m.bytes, m.coalesced, m.age)
+		reg.MustRegister(m.open, m.opens, m.closes, m.frames, m.bytes, m.coalesced, m.age, m.plain)
 	}
 	return m
 }

@@ -2,10 +2,7 @@
 
 package stream
 
-import (
-	"context"
-	"net"
-)
+import "context"
 
 // poller is Linux-only (epoll); elsewhere newPoller returns nil and every stream is served on
 // the net/http path.
@@ -18,7 +15,7 @@ func (p *poller) run(ctx context.Context) error {
 	return nil
 }
 
-// takeOver is never called here (there is no poller); it hangs up rather than leak.
-func (p *poller) takeOver(_ context.Context, nc net.Conn, _ *streamBase, _ []string, _ start, _ []byte) {
-	_ = nc.Close()
+// takeOver is never called here (there is no poller).
+func (p *poller) takeOver(int, *streamBase, []string, start, []byte) {
+	panic("stream: takeOver without a poller")
 }

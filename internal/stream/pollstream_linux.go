@@ -3,9 +3,7 @@
 package stream
 
 import (
-	"context"
 	"errors"
-	"net"
 	"sync"
 	"time"
 
@@ -83,23 +81,12 @@ type pollStream struct {
 	link wheelLink // guarded by the poller's wheel's mu: its place among the timers
 }
 
-// takeOver runs a hijacked stream's opening on the handler's goroutine: it detaches the
-// socket from the Go runtime (see detach), registers the stream, puts it under epoll,
-// subscribes it, and writes head; from then on the stream has no goroutine of its own.
-func (p *poller) takeOver(ctx context.Context, nc net.Conn, b *streamBase, channels []string, from start, head []byte) {
+// takeOver runs a stream's opening on the goroutine that admitted it (a handler's, or the
+// accepting goroutine's: accept_linux.go): it registers the stream, puts its socket fd
+// (detached from the Go runtime, or never given to it) under epoll, subscribes it, and
+// writes head; from then on the stream has no goroutine of its own.
+func (p *poller) takeOver(fd int, b *streamBase, channels []string, from start, head []byte) {
 	s := p.srv
-	fd, err := detach(nc)
-	if err != nil {
-		// Out of descriptors for the duplicate (--max-streams above what the open-files
-		// limit allows): the client is told to come back, as over --max-streams.
-		s.log.Warn("taking over a stream's socket failed", "err", err)
-		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, _ = nc.Write([]byte(unavailableResponse))
-		_ = nc.Close()
-		s.unadmit(b)
-		s.metrics.opens.WithLabelValues("503").Inc()
-		return
-	}
 	ps := &pollStream{
 		streamBase: *b,
 		p:          p,

@@ -5,20 +5,29 @@ package stream
 import (
 	"errors"
 	"net"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// socketFD returns the descriptor of a TCP connection's socket.
-func socketFD(nc net.Conn) (int, bool) {
+// tcpConn returns the TCP connection under nc (an accepted connection, maybe tracked) and its
+// raw access.
+func tcpConn(nc net.Conn) (*net.TCPConn, syscall.RawConn, error) {
 	if w, ok := nc.(*trackedConn); ok {
 		nc = w.Conn
 	}
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return 0, false
+		return nil, nil, errors.New("not a TCP connection")
 	}
 	raw, err := tc.SyscallConn()
+	return tc, raw, err
+}
+
+// socketFD returns the descriptor of a TCP connection's socket.
+func socketFD(nc net.Conn) (int, bool) {
+	_, raw, err := tcpConn(nc)
 	if err != nil {
 		return 0, false
 	}
@@ -54,14 +63,7 @@ func (s *Server) tuneSocket(fd int) {
 // stream's socket (see the package doc for what it saved). The caller owns the returned
 // descriptor and closes it with unix.Close.
 func detach(nc net.Conn) (int, error) {
-	if w, ok := nc.(*trackedConn); ok {
-		nc = w.Conn
-	}
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return -1, errors.New("not a TCP connection")
-	}
-	raw, err := tc.SyscallConn()
+	tc, raw, err := tcpConn(nc)
 	if err != nil {
 		return -1, err
 	}
@@ -74,4 +76,22 @@ func detach(nc net.Conn) (int, error) {
 	}
 	_ = tc.Close()
 	return fd, nil
+}
+
+// listeningFile returns a duplicate of a TCP listener's socket as a file that the runtime's
+// poller can wait on (it is non-blocking: it shares the listener's flags), or nil.
+func listeningFile(l net.Listener) *os.File {
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		return nil
+	}
+	raw, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	fd, dupErr := -1, error(nil)
+	if err := raw.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
+		return nil
+	}
+	return os.NewFile(uintptr(fd), "listener")
 }

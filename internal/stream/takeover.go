@@ -1,8 +1,11 @@
 package stream
 
 import (
-	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,21 +22,10 @@ import (
 // chunked framing net/http would have added.
 var chunkedHeartbeat = wire.Chunk(wire.Heartbeat)
 
-// unavailableResponse is the whole answer to a stream whose hijacked connection could not be
-// taken over after all (out of descriptors): net/http can no longer write one.
-const unavailableResponse = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n" +
-	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 38\r\n\r\n{\"error\":\"stream could not be opened\"}"
-
-// unexpectedDataResponse is the whole answer to a request whose connection cannot be taken
-// over once hijacked: net/http can no longer write one, so it is written raw.
-const unexpectedDataResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n" +
-	"Connection: close\r\nContent-Length: 41\r\n\r\n{\"error\":\"unexpected data after request\"}"
-
 // serveTakeover hijacks the connection of an admitted HTTP/1.1 stream request and hands it to
 // the poller; the handler goroutine (and net/http's buffers) are gone once the poller has
 // written the response head.
 func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *streamBase, channels []string, from start) {
-	cors := corsHeaderLines(w.Header())
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		// Not hijackable after all (a wrapped writer): serve it the ordinary way.
@@ -41,25 +33,62 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 		return
 	}
 	b.protocol = protoHTTP1
-	fd, ok := socketFD(nc)
-	if !ok || brw.Reader.Buffered() > 0 {
+	cors := s.corsLines(r.Header.Get("Origin"))
+	if _, ok := socketFD(nc); !ok || brw.Reader.Buffered() > 0 {
 		// Not a plain socket, or the client pipelined bytes after its request: not a
 		// well-behaved SSE client; refuse rather than guess.
-		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, _ = nc.Write([]byte(unexpectedDataResponse))
-		_ = nc.Close()
-		s.unadmit(b)
-		s.metrics.opens.WithLabelValues("400").Inc()
+		s.refuseConn(nc, b, &refusal{status: http.StatusBadRequest, msg: "unexpected data after request"}, cors)
 		return
 	}
 	if r.Context().Value(tunedKey{}) == nil {
+		fd, _ := socketFD(nc)
 		s.tuneSocket(fd) // not accepted through ConnContext (an embedding server)
+	}
+	fd, err := detach(nc)
+	if err != nil {
+		// Out of descriptors for the duplicate (--max-streams above what the open-files
+		// limit allows): the client is told to come back, as over --max-streams.
+		s.log.Warn("taking over a stream's socket failed", "err", err)
+		s.refuseConn(nc, b, &refusal{http.StatusServiceUnavailable, "stream could not be opened", 1}, "")
+		return
 	}
 	head := plainHead
 	if cors != "" {
 		head = responseHead(cors)
 	}
-	s.poller.takeOver(context.WithoutCancel(r.Context()), nc, b, channels, from, head)
+	s.poller.takeOver(fd, b, channels, from, head)
+}
+
+// refuseConn answers a request whose connection net/http no longer has (hijacked, or never
+// given to it: accept.go) with the error ServeHTTP would have sent, closes the connection and
+// undoes b's admission (b may be nil: not admitted).
+func (s *Server) refuseConn(nc net.Conn, b *streamBase, no *refusal, cors string) {
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	_, _ = nc.Write(rawRefusal(no, cors))
+	_ = nc.Close()
+	if b != nil {
+		s.unadmit(b)
+	}
+	s.metrics.opens.WithLabelValues(strconv.Itoa(no.status)).Inc()
+}
+
+// rawRefusal renders the whole HTTP/1.1 response httperr.Write would give no (with cors
+// header lines), closing the connection: written outside net/http, it cannot be kept alive.
+func rawRefusal(no *refusal, cors string) []byte {
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{no.msg})
+	body = append(body, '\n') // as httperr's json.Encoder ends it
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"+
+		"X-Content-Type-Options: nosniff\r\n", no.status, http.StatusText(no.status))
+	if no.retryAfter > 0 {
+		fmt.Fprintf(&b, "Retry-After: %d\r\n", no.retryAfter)
+	}
+	b.WriteString(cors)
+	fmt.Fprintf(&b, "Connection: close\r\nContent-Length: %d\r\n\r\n", len(body))
+	b.Write(body)
+	return []byte(b.String())
 }
 
 // plainHead is the head of every taken-over stream without CORS headers (most: SDKs outside a
