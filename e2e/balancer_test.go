@@ -47,7 +47,6 @@ func startBalancer(t testing.TB, gw *gateway) *balancer {
 // relay connects c to the gateway and copies both ways until either side ends; a side that
 // ends closes the other, so a stream the gateway cuts is cut towards the client.
 func (b *balancer) relay(c net.Conn) {
-	defer c.Close()
 	var up net.Conn
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		var err error
@@ -55,6 +54,7 @@ func (b *balancer) relay(c net.Conn) {
 			break
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			c.Close()
 			return
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -324,21 +324,17 @@ func (g *Gateway) listen() ([]*http.Server, []net.Listener, error) {
 	metrics := metricsHandler(g.reg)
 	public := stream.NewHTTPServer(g.router(metrics), cfg.ReadHeaderTimeout, log)
 	public.ConnContext = g.streams.ConnContext
-	// No kernel keepalive probes: heartbeats and TCP_USER_TIMEOUT (set per connection by
-	// the stream server) find dead peers sooner, and every accepted connection saves the
-	// setsockopt calls — connect storms are syscall-bound.
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
-	}
 	// Plain HTTP/1.1 stream requests are opened without net/http (stream.Server.Listener);
 	// with TLS every request goes through net/http, which does the handshake.
 	plainPath := streamPath
 	if cfg.TLSCert != "" {
 		plainPath = ""
 	}
-	servers, listeners := []*http.Server{public}, []net.Listener{g.streams.Listener(ln, plainPath)}
+	ln, err := g.streams.Listen(context.Background(), cfg.Addr, plainPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	servers, listeners := []*http.Server{public}, []net.Listener{ln}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

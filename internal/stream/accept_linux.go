@@ -43,6 +43,9 @@ type plainAccept struct {
 	// with a deadline (a net.TCPListener's raw access cannot wait); raw is its raw access.
 	file *os.File
 	raw  syscall.RawConn
+	// inherited: the listening socket carried the options accepted sockets inherit
+	// (tuneListening) before it listened (Server.Listen).
+	inherited bool
 
 	mu       sync.Mutex    // held by accept for its whole run: one accepting goroutine at a time
 	waiting  []waitingConn // guarded by mu: in the order they are due
@@ -64,8 +67,8 @@ type waitingConn struct {
 const plainWait = 5 * time.Millisecond
 
 // newPlainAccept sets up the plain accept path on l, or returns nil where it cannot (l is not a
-// TCP listener, or out of descriptors).
-func newPlainAccept(s *Server, l net.Listener, path string) *plainAccept {
+// TCP listener, or out of descriptors); inherited as in plainAccept.
+func newPlainAccept(s *Server, l net.Listener, path string, inherited bool) *plainAccept {
 	f := listeningFile(l)
 	if f == nil {
 		return nil
@@ -75,7 +78,7 @@ func newPlainAccept(s *Server, l net.Listener, path string) *plainAccept {
 		_ = f.Close()
 		return nil
 	}
-	return &plainAccept{s: s, addr: l.Addr(), path: path, file: f, raw: raw}
+	return &plainAccept{s: s, addr: l.Addr(), path: path, file: f, raw: raw, inherited: inherited}
 }
 
 // close stops accept (closing the duplicate ends its wait) and hangs up on the connections
@@ -117,7 +120,7 @@ func (p *plainAccept) accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.s.tuneSocket(fd)
+		p.s.tuneAccepted(fd, p.inherited)
 		if err := p.serve(fd, peer, time.Time{}); err != nil {
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: p.addr, Err: err}
 		}

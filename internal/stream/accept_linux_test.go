@@ -4,6 +4,7 @@ package stream
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -36,9 +37,18 @@ func servePending(t *testing.T, e *env, requests ...string) []*pendingConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	conns := dialPending(t, ln.Addr().String(), requests...)
+	serve(t, e, e.srv.Listener(ln, "/event-stream"))
+	return conns
+}
+
+// dialPending sends each request on a connection of its own to addr, and waits until the
+// server's kernel has each whole.
+func dialPending(t *testing.T, addr string, requests ...string) []*pendingConn {
+	t.Helper()
 	conns := make([]*pendingConn, len(requests))
 	for i, req := range requests {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,11 +61,15 @@ func servePending(t *testing.T, e *env, requests ...string) []*pendingConn {
 		// The server's kernel has the request once it acknowledged all of it.
 		eventually(t, "the request acknowledged", func() bool { return acknowledged(t, c) })
 	}
+	return conns
+}
+
+// serve serves l (made by e's stream server) until the test ends.
+func serve(t *testing.T, e *env, l net.Listener) {
 	hs := &http.Server{Handler: e.srv, ConnContext: e.srv.ConnContext, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan struct{})
-	go func() { defer close(served); _ = hs.Serve(e.srv.Listener(ln, "/event-stream")) }()
+	go func() { defer close(served); _ = hs.Serve(l) }()
 	t.Cleanup(func() { hs.Close(); <-served })
-	return conns
 }
 
 // acknowledged reports whether the peer acknowledged everything sent on c.
@@ -244,5 +258,61 @@ func TestPlainAcceptPathDoesNotWaitForAFanOut(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.srv.metrics.plain); got != 2 {
 		t.Errorf("plain accept path read %v requests, want 2", got)
+	}
+}
+
+// TestPlainAcceptPathSocketOptions: a stream opened by the plain accept path has the socket
+// options a net/http connection's stream has: TCP_NODELAY (the Go runtime sets it on every
+// connection it accepts; without it a frame waits for the acknowledgement of the one
+// before), TCP_USER_TIMEOUT and the fixed send buffer.
+func TestPlainAcceptPathSocketOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen func(e *env, requests ...string) []*pendingConn
+	}{
+		// Listener: a socket listening already; each accepted socket gets every option.
+		{"Listener", func(e *env, requests ...string) []*pendingConn { return servePending(e.t.(*testing.T), e, requests...) }},
+		// Listen: options set before listen(2), which accepted sockets inherit.
+		{"Listen", func(e *env, requests ...string) []*pendingConn {
+			l, err := e.srv.Listen(context.Background(), "127.0.0.1:0", "/event-stream")
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			conns := dialPending(e.t.(*testing.T), l.Addr().String(), requests...)
+			serve(e.t.(*testing.T), e, l)
+			return conns
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, modes[0], Config{Heartbeat: time.Hour, WriteTimeout: 7 * time.Second, SendBuffer: 32 << 10})
+			conns := tc.listen(e, "GET "+e.streamPath(secretAll, "c")+" HTTP/1.1\r\nHost: gw\r\n\r\n")
+			if res := conns[0].response(t, http.MethodGet); res.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", res.StatusCode)
+			}
+			if got := testutil.ToFloat64(e.srv.metrics.plain); got != 1 {
+				t.Fatalf("plain accept path read %v requests, want 1", got)
+			}
+			var fd int
+			e.srv.mu.Lock()
+			for _, st := range e.srv.streams {
+				if ps, ok := st.(*pollStream); ok {
+					fd = ps.fd
+				}
+			}
+			e.srv.mu.Unlock()
+			for _, o := range []struct {
+				name       string
+				level, opt int
+				want       int
+			}{
+				{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+				{"TCP_USER_TIMEOUT", unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 7000},
+				{"SO_SNDBUF", unix.SOL_SOCKET, unix.SO_SNDBUF, 2 * (32 << 10)}, // the kernel doubles it
+			} {
+				if got, err := unix.GetsockoptInt(fd, o.level, o.opt); err != nil || got != o.want {
+					t.Errorf("%s = %d (%v), want %d", o.name, got, err, o.want)
+				}
+			}
+		})
 	}
 }

@@ -8,7 +8,7 @@ import "net"
 // here, since there is no poller (see Listener).
 type plainAccept struct{}
 
-func newPlainAccept(*Server, net.Listener, string) *plainAccept { return nil }
+func newPlainAccept(*Server, net.Listener, string, bool) *plainAccept { return nil }
 
 func (*plainAccept) accept() (net.Conn, error) { panic("stream: no plain accept path here") }
 

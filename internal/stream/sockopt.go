@@ -51,9 +51,35 @@ type trackedKey struct{}
 // request's context, so each connection keeps its first read error for the stream to look
 // at.
 func (s *Server) Listener(l net.Listener, path string) net.Listener {
+	return s.listener(l, path, false)
+}
+
+// Listen opens a TCP listener on addr for streams, as Listener wraps one. The socket options
+// accepted sockets inherit (TCP_NODELAY, SO_SNDBUF) are set before it listens, so that the
+// plain accept path need not set them per connection, and no connection misses them. It has
+// no kernel keepalive probes: heartbeats and TCP_USER_TIMEOUT find dead peers sooner, and
+// every accepted connection saves the setsockopt calls (connect storms are syscall-bound).
+func (s *Server) Listen(ctx context.Context, addr, path string) (net.Listener, error) {
+	plain := path != "" && s.poller != nil
+	inherited := false
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
+		if plain {
+			return c.Control(func(fd uintptr) { inherited = s.tuneListening(int(fd)) })
+		}
+		return nil
+	}}
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return s.listener(l, path, inherited), nil
+}
+
+// listener wraps l; inherited: l's sockets carry the options tuneListening sets.
+func (s *Server) listener(l net.Listener, path string, inherited bool) net.Listener {
 	tl := trackingListener{Listener: l}
 	if path != "" && s.poller != nil {
-		tl.plain = newPlainAccept(s, l, path)
+		tl.plain = newPlainAccept(s, l, path, inherited)
 	}
 	return tl
 }

@@ -55,6 +55,30 @@ func (s *Server) tuneSocket(fd int) {
 	}
 }
 
+// tuneListening sets on a listening socket what the sockets it accepts inherit from it:
+// TCP_NODELAY (net/http's connections have it, set by the Go runtime per connection; a frame
+// must not wait for the previous one's acknowledgement) and SO_SNDBUF (see tuneSocket). It
+// reports whether both were set; if so, an accepted socket needs only tuneAccepted.
+// (TCP_USER_TIMEOUT cannot be set on a listening socket.)
+func (s *Server) tuneListening(fd int) bool {
+	if unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) != nil {
+		return false
+	}
+	return s.cfg.SendBuffer <= 0 || unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SendBuffer) == nil
+}
+
+// tuneAccepted sets the options of a socket accepted from a listening socket that
+// tuneListening set up, or, with inherited false, every option tuneSocket and tuneListening
+// would have.
+func (s *Server) tuneAccepted(fd int, inherited bool) {
+	if !inherited {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		s.tuneSocket(fd)
+		return
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.WriteTimeout.Milliseconds()))
+}
+
 // detach takes a hijacked TCP connection's socket away from the Go runtime: it returns a
 // duplicate of its descriptor (close-on-exec, and non-blocking like the original: the two
 // share the flag) and closes the connection, which takes the original out of the runtime's

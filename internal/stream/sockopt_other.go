@@ -20,3 +20,6 @@ func detach(net.Conn) (int, error) { return -1, errors.New("stream: no takeover 
 
 // listeningFile is nil here: there is no plain accept path (see Listener).
 func listeningFile(net.Listener) *os.File { return nil }
+
+// tuneListening sets nothing here (see sockopt_linux.go).
+func (s *Server) tuneListening(int) bool { return false }
