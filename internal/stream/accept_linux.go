@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -32,9 +31,10 @@ import (
 // net/http, which waits for its request under ReadHeaderTimeout.
 //
 // The work per stream (a parse, a key lookup, the admission, a hub subscription, one write)
-// is what a handler goroutine would do after net/http's; a subscription waits for a fan-out
-// in progress on its channels, during which the accepting goroutine accepts nothing else.
-// With a key quota, which asks Redis, the stream is opened on a goroutine of its own.
+// is what a handler goroutine would do after net/http's. Two kinds of stream are opened on a
+// goroutine of their own instead, so that nothing makes the accepting goroutine wait: one
+// whose channels are being fanned out to (its subscription would wait for the fan-out;
+// openPlain), and, with a key quota, which asks Redis, every one.
 type plainAccept struct {
 	s    *Server
 	addr net.Addr
@@ -243,7 +243,7 @@ func (s *Server) openPlain(fd int, g plainGet, ip netip.Addr, mayWait bool) {
 		// A fresh socket's send buffer takes the few hundred bytes whole, without blocking.
 		_, _ = unix.Write(fd, rawRefusal(no, cors))
 		_ = unix.Close(fd)
-		s.metrics.opens.WithLabelValues(strconv.Itoa(no.status)).Inc()
+		s.metrics.refused(no.status)
 		return
 	}
 	b.protocol = protoHTTP1

@@ -1,6 +1,10 @@
 package stream
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 const namespace = "sse_gateway"
 
@@ -118,4 +122,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.open, m.opens, m.closes, m.frames, m.bytes, m.coalesced, m.age, m.plain)
 	}
 	return m
+}
+
+// refused counts a stream request answered with an error status instead of a stream.
+func (m *metrics) refused(status int) {
+	m.opens.WithLabelValues(strconv.Itoa(status)).Inc()
 }

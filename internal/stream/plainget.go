@@ -1,6 +1,9 @@
 package stream
 
-import "bytes"
+import (
+	"bytes"
+	"strings"
+)
 
 // This file is the strict request parser of the plain accept path (accept.go). It reads only
 // the simplest form of a stream request: a plain HTTP/1.1 GET of the stream path, whole, with
@@ -33,7 +36,9 @@ func parsePlainGet(req []byte, path string) (plainGet, bool) {
 		return g, false
 	}
 	text := string(req[:end+2]) // one copy: every string in g is a substring of it
-	line, rest, _ := cutLine(text)
+	// Lines end in CRLF (text ends in one); a bare CR or LF stays inside its line, for
+	// headerField and queryChars to refuse.
+	line, rest, _ := strings.Cut(text, "\r\n")
 	const method, proto = "GET ", " HTTP/1.1"
 	if len(line) < len(method)+len(path)+len(proto) || line[:len(method)] != method ||
 		line[len(line)-len(proto):] != proto {
@@ -51,56 +56,37 @@ func parsePlainGet(req []byte, path string) (plainGet, bool) {
 	}
 	hosts, origin := 0, false
 	for rest != "" {
-		line, rest, _ = cutLine(rest)
+		line, rest, _ = strings.Cut(rest, "\r\n")
 		name, value, ok := headerField(line)
 		if !ok {
 			return g, false
 		}
 		switch {
-		case equalFold(name, "Host"):
+		case strings.EqualFold(name, "Host"):
 			hosts++
 			if !hostChars(value) {
 				return g, false
 			}
-		case equalFold(name, "Origin"):
+		case strings.EqualFold(name, "Origin"):
 			if !origin { // the first counts, as http.Header.Get has it
 				g.origin, origin = value, true
 			}
-		case equalFold(name, "Last-Event-ID"):
+		case strings.EqualFold(name, "Last-Event-ID"):
 			g.lastEventID = append(g.lastEventID, value)
-		case equalFold(name, "X-Forwarded-For"):
+		case strings.EqualFold(name, "X-Forwarded-For"):
 			g.forwardedFor = append(g.forwardedFor, value)
-		case equalFold(name, "Connection"):
+		case strings.EqualFold(name, "Connection"):
 			// net/http closes after a response to "close"; a stream never ends, so only
 			// keep-alive (what clients send) is read here.
-			if !equalFold(value, "keep-alive") {
+			if !strings.EqualFold(value, "keep-alive") {
 				return g, false
 			}
-		case equalFold(name, "Content-Length"), equalFold(name, "Transfer-Encoding"),
-			equalFold(name, "Expect"), equalFold(name, "Upgrade"), equalFold(name, "Http2-Settings"):
+		case strings.EqualFold(name, "Content-Length"), strings.EqualFold(name, "Transfer-Encoding"),
+			strings.EqualFold(name, "Expect"), strings.EqualFold(name, "Upgrade"), strings.EqualFold(name, "Http2-Settings"):
 			return g, false
 		}
 	}
 	return g, hosts == 1
-}
-
-// cutLine splits s after its first CRLF; s ends in one (parsePlainGet cut it so). A line with
-// a bare CR or LF inside is left whole, for headerField and queryChars to refuse.
-func cutLine(s string) (line, rest string, ok bool) {
-	i := indexCRLF(s)
-	if i < 0 {
-		return s, "", false
-	}
-	return s[:i], s[i+2:], true
-}
-
-func indexCRLF(s string) int {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '\r' && s[i+1] == '\n' {
-			return i
-		}
-	}
-	return -1
 }
 
 // headerField splits "Name: value": the name a token right before the colon, the value
@@ -166,26 +152,6 @@ func hostChars(h string) bool {
 		c := h[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 			c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
-			return false
-		}
-	}
-	return true
-}
-
-// equalFold is ASCII case-insensitive equality, for header names and tokens.
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
 			return false
 		}
 	}

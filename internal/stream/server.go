@@ -598,6 +598,6 @@ func (s *Server) writeHeaders(w http.ResponseWriter, r *http.Request) {
 
 // refuse answers a request that will not become a stream with a JSON error.
 func (s *Server) refuse(w http.ResponseWriter, status int, msg string) {
-	s.metrics.opens.WithLabelValues(strconv.Itoa(status)).Inc()
+	s.metrics.refused(status)
 	httperr.Write(w, status, msg)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,15 +33,15 @@ func (s *Server) serveTakeover(w http.ResponseWriter, r *http.Request, b *stream
 	}
 	b.protocol = protoHTTP1
 	cors := s.corsLines(r.Header.Get("Origin"))
-	if _, ok := socketFD(nc); !ok || brw.Reader.Buffered() > 0 {
+	sock, ok := socketFD(nc)
+	if !ok || brw.Reader.Buffered() > 0 {
 		// Not a plain socket, or the client pipelined bytes after its request: not a
 		// well-behaved SSE client; refuse rather than guess.
 		s.refuseConn(nc, b, &refusal{status: http.StatusBadRequest, msg: "unexpected data after request"}, cors)
 		return
 	}
 	if r.Context().Value(tunedKey{}) == nil {
-		fd, _ := socketFD(nc)
-		s.tuneSocket(fd) // not accepted through ConnContext (an embedding server)
+		s.tuneSocket(sock) // not accepted through ConnContext (an embedding server)
 	}
 	fd, err := detach(nc)
 	if err != nil {
@@ -69,7 +68,7 @@ func (s *Server) refuseConn(nc net.Conn, b *streamBase, no *refusal, cors string
 	if b != nil {
 		s.unadmit(b)
 	}
-	s.metrics.opens.WithLabelValues(strconv.Itoa(no.status)).Inc()
+	s.metrics.refused(no.status)
 }
 
 // rawRefusal renders the whole HTTP/1.1 response httperr.Write would give no (with cors
